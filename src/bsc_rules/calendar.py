@@ -1,0 +1,131 @@
+"""Office time: Asia/Taipei instants, periods, deadlines and ROC dates.
+
+Instants inside bsc_rules are integers: microseconds since the Unix epoch (``us``), so
+comparisons at a deadline are exact. All calendar logic (days, months, years) uses the
+office's local time, Asia/Taipei.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+TAIPEI = ZoneInfo("Asia/Taipei")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
+ROC_OFFSET = 1911
+
+
+def to_us(instant: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime."""
+    if instant.tzinfo is None:
+        msg = f"naive datetime {instant.isoformat()} has no offset"
+        raise ValueError(msg)
+    return (instant - EPOCH) // _ONE_US
+
+
+def from_us(us: int) -> datetime:
+    """The instant ``us`` as an Asia/Taipei datetime."""
+    return (EPOCH + timedelta(microseconds=us)).astimezone(TAIPEI)
+
+
+def iso(us: int) -> str:
+    """RFC 3339 text of an instant in local time, e.g. ``2017-03-23T00:00:00+08:00``."""
+    moment = from_us(us)
+    spec = "microseconds" if moment.microsecond else "seconds"
+    return moment.isoformat(timespec=spec)
+
+
+def local_date(us: int) -> date:
+    """The Asia/Taipei calendar date of an instant."""
+    return from_us(us).date()
+
+
+def local_midnight(day: date) -> int:
+    """The instant 00:00 local of ``day``."""
+    return to_us(datetime.combine(day, time(0), tzinfo=TAIPEI))
+
+
+@lru_cache(maxsize=64)
+def year_bounds(year: int) -> tuple[int, int]:
+    """``(start, end)`` of a local calendar year: start inclusive, end exclusive."""
+    return local_midnight(date(year, 1, 1)), local_midnight(date(year + 1, 1, 1))
+
+
+def year_of(us: int) -> int:
+    """The local calendar year of an instant."""
+    return local_date(us).year
+
+
+def year_complete_at(year: int) -> int:
+    """The instant from which year ``year`` counts as complete: 12-31T23:59:59 local."""
+    return year_bounds(year)[1] - US_PER_SECOND
+
+
+def due_days_after(opened_us: int, days: int) -> int:
+    """00:00 of the day after the ``days``-th day counted from the next day (次日起N日內).
+
+    Applied 2017-03-15 at any hour with ``days=7`` gives 2017-03-23T00:00+08:00.
+    """
+    return local_midnight(local_date(opened_us) + timedelta(days=days + 1))
+
+
+def due_next_month(opened_us: int, due_day: int) -> int:
+    """00:00 of the day after ``due_day`` of the month after the opening's month."""
+    opened = local_date(opened_us)
+    year, month = (opened.year + 1, 1) if opened.month == 12 else (opened.year, opened.month + 1)
+    return local_midnight(date(year, month, due_day) + timedelta(days=1))
+
+
+def roc_year(year: int) -> int:
+    """ROC (民國) year of a Gregorian year: 2017 → 106."""
+    return year - ROC_OFFSET
+
+
+def roc_date(day: date) -> str:
+    """``106年3月22日``: the body-text form of a date."""
+    return f"{roc_year(day.year)}年{day.month}月{day.day}日"
+
+
+def roc_slash(day: date) -> str:
+    """``106/03/22``: the table form of a date."""
+    return f"{roc_year(day.year)}/{day.month:02d}/{day.day:02d}"
+
+
+def roc_compact(day: date) -> str:
+    """``1060322``: the seven-digit form used in household-registration data."""
+    return f"{roc_year(day.year):03d}{day.month:02d}{day.day:02d}"
+
+
+def last_allowed_day(due_us: int) -> date:
+    """The last local day on which a case is still on time (the day before ``due``)."""
+    return local_date(due_us - 1)
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse an RFC 3339 instant with an explicit offset (``Z`` allowed)."""
+    shape = _RFC3339.fullmatch(text)
+    if shape is None:
+        msg = f"expected an RFC 3339 date-time such as 2017-06-30T23:59:59+08:00, got {text!r}"
+        raise ValueError(msg)
+    if shape.group("offset") is None:
+        msg = f"expected a date-time with an explicit offset (e.g. +08:00), got {text!r}"
+        raise ValueError(msg)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"expected an RFC 3339 date-time such as 2017-06-30T23:59:59+08:00, got {text!r}"
+        raise ValueError(msg) from None
+    if moment.tzinfo is None:
+        msg = f"expected a date-time with an explicit offset (e.g. +08:00), got {text!r}"
+        raise ValueError(msg)
+    return moment

@@ -1,0 +1,242 @@
+"""The ``bsc-rules`` command line: check, evaluate, ingest, status, simulate.
+
+What a person reads here is in Traditional Chinese with ROC dates; technical details of
+a bad event or rule file (field, expected value) stay as the validators word them.
+Everything printed passes through :func:`bsc_rules.privacy.mask_text`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bsc_rules.calendar import from_us, last_allowed_day, parse_instant, roc_date, roc_year
+from bsc_rules.clock import Clock, SystemClock
+from bsc_rules.errors import BscRulesError, UsageError
+from bsc_rules.privacy import mask_text, mask_value
+from bsc_rules.report import Report
+from bsc_rules.ruleset import RuleSet, load_ruleset
+from bsc_rules.scorecard import IngestSummary, Scorecard
+
+STATUS_LABELS = {
+    "met": ("達成", "green"),
+    "on_track": ("進度正常", "green"),
+    "at_risk": ("落後", "yellow"),
+    "breached": ("未達成", "bold red"),
+    "no_data": ("無資料", "dim"),
+    "no_target": ("無目標值", "dim"),
+}
+CASE_LABELS = {"due_soon": ("即將到期", "yellow"), "overdue": ("已逾期", "bold red")}
+UNITS = {"percent": "%", "count": "件", "pages": "頁"}
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bsc-rules", description="A public office's balanced scorecard as live rules."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate a rule folder and report every problem")
+    check.add_argument("rules", nargs="?", type=Path, help="rule folder (default: the project's rules/)")
+    for name, helptext in (("evaluate", "report on a JSON Lines file of events"),
+                           ("status", "report on the events stored in a database")):
+        cmd = sub.add_parser(name, help=helptext)
+        if name == "evaluate":
+            cmd.add_argument("events", type=Path, help="CloudEvents JSON Lines file")
+            cmd.add_argument("--as-of", type=_instant, required=True, help="RFC 3339 instant")
+        else:
+            cmd.add_argument("--db", type=Path, required=True, help="SQLite event log")
+            cmd.add_argument("--as-of", type=_instant, help="RFC 3339 instant (default: now)")
+        cmd.add_argument("--year", type=int, help="the year to report (default: the year of --as-of)")
+        cmd.add_argument("--format", choices=("table", "json"), default="table")
+        _common(cmd)
+    ingest = sub.add_parser("ingest", help="store a JSON Lines file of events (idempotent)")
+    ingest.add_argument("events", type=Path)
+    ingest.add_argument("--db", type=Path, required=True)
+    _common(ingest)
+    simulate = sub.add_parser("simulate", help="write a realistic year of events as JSON Lines")
+    simulate.add_argument("--office", action="append", help="office code (repeatable; default datong)")
+    simulate.add_argument("--year", type=int, default=2017)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--out", type=Path, help="output file (default: standard output)")
+    return parser
+
+
+def _common(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--rules", type=Path, help="rule folder (default: the project's rules/)")
+    cmd.add_argument("--matcher", choices=("auto", "durable", "python"), default="auto")
+
+
+# ---------------------------------------------------------------- output
+
+def _out(console: Console, text: str = "") -> None:
+    console.print(mask_text(text), highlight=False, markup=False)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    number = float(value)
+    text = f"{number:,.2f}".rstrip("0").rstrip(".") if number != int(number) else f"{int(number):,}"
+    return text + unit
+
+
+def _kpi_table(report: Report, rules: RuleSet) -> Table:
+    table = Table(title=None, show_lines=False)
+    for header in ("KPI", "名稱", "主責科室", "實際值", "目標值", "狀態", "分子 / 分母"):
+        table.add_column(header, justify="right" if header in ("實際值", "目標值") else "left")
+    for kpi_id, result in report.kpis.items():
+        spec = result.kpi.spec
+        unit = UNITS[spec.unit]
+        label, style = STATUS_LABELS[result.status]
+        ratio = "—" if result.numerator is None else f"{_fmt(result.numerator)} / {_fmt(result.denominator)}"
+        comparator = "≥" if spec.direction == "higher" else "≤"
+        target = "—" if result.target is None else comparator + _fmt(result.target, unit)
+        table.add_row(kpi_id, spec.name, rules.office.sections[spec.owner].name,
+                      _fmt(result.value, unit), target, f"[{style}]{label}[/]", ratio)
+    return table
+
+
+def _case_table(report: Report, rules: RuleSet) -> Table:
+    table = Table()
+    for header in ("KPI", "案號", "狀態", "期限"):
+        table.add_column(header)
+    for case in report.cases:
+        label, style = CASE_LABELS[case.state]
+        deadline = roc_date(last_allowed_day(case.due)) + "（含）前"
+        table.add_row(case.kpi, mask_text(case.subject), f"[{style}]{label}[/]", deadline)
+    return table
+
+
+def print_report(report: Report, rules: RuleSet, fmt: str, console: Console) -> None:
+    if fmt == "json":
+        data = mask_value(report.as_json())
+        console.file.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    moment = from_us(report.as_of)
+    title = (f"{rules.office.office.name} {roc_year(report.year)}年度平衡計分卡"
+             f"（截至{roc_date(moment.date())} {moment:%H:%M:%S}）")
+    _out(console, title)
+    console.print(_kpi_table(report, rules))
+    if report.cases:
+        _out(console, f"即將到期或已逾期之案件：{len(report.cases)}件")
+        console.print(_case_table(report, rules))
+    else:
+        _out(console, "無即將到期或已逾期之案件。")
+    _out(console, f"退回事件：{report.rejected}筆；尚無對應受理事件之後續事件：{report.unmatched}筆")
+
+
+# ---------------------------------------------------------------- commands
+
+def _lines(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        msg = f"cannot read {path}: {exc.strerror}"
+        raise UsageError(msg) from None
+    with handle:
+        done = 0
+        for raw in handle:
+            done += len(raw)
+            if progress is not None:
+                progress(done)
+            yield raw
+
+
+def _cmd_check(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    rules = load_ruleset(args.rules)
+    _out(console, f"規則檔檢查通過：{rules.office.office.name}（{rules.code}），"
+                  f"KPI {len(rules.kpis)} 項，事件條件 {len(rules.conditions)} 條。")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    rules = load_ruleset(args.rules)
+    with Scorecard(rules, matcher=args.matcher) as card:
+        card.ingest_lines(_lines(args.events), origin=args.events.name)
+        report = card.report(args.as_of, args.year)
+    print_report(report, rules, args.format, console)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    rules = load_ruleset(args.rules)
+    if not args.db.exists():
+        msg = f"database {args.db} does not exist (create it with: bsc-rules ingest FILE --db {args.db})"
+        raise UsageError(msg)
+    with Scorecard.open(args.db, rules, matcher=args.matcher) as card:
+        report = card.report(args.as_of or clock.now(), args.year)
+    print_report(report, rules, args.format, console)
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    rules = load_ruleset(args.rules)
+    size = args.events.stat().st_size if args.events.exists() else 0
+    progress = Progress(TextColumn("匯入中"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    with progress, Scorecard.open(args.db, rules, matcher=args.matcher) as card:
+        task = progress.add_task("ingest", total=max(size, 1))
+        lines = _lines(args.events, lambda done: progress.update(task, completed=done))
+        summary = card.ingest_lines(lines, origin=args.events.name)
+    _ingest_summary(summary, args.db, console)
+    return 0
+
+
+def _ingest_summary(summary: IngestSummary, db: Path, console: Console) -> None:
+    _out(console, f"匯入完成（{db}）：新增 {summary.accepted} 筆，重複 {summary.duplicates} 筆（已略過），"
+                  f"退回 {summary.rejected} 筆。")
+    for rejection in summary.rejections[:20]:
+        _out(console, f"  退回：{rejection}")
+    if summary.rejected > 20:
+        _out(console, f"  …另有 {summary.rejected - 20} 筆退回，均已保存於資料庫。")
+
+
+def _cmd_simulate(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    from bsc_rules.simulate import simulate, write_jsonl
+
+    events = simulate(year=args.year, seed=args.seed, offices=tuple(args.office or ["datong"]))
+    if args.out is None:
+        count = write_jsonl(events, sys.stdout.buffer)
+    else:
+        with args.out.open("wb") as handle:
+            count = write_jsonl(events, handle)
+        _out(Console(stderr=True), f"已產生 {count} 筆事件：{args.out}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Clock], int]] = {
+    "check": _cmd_check,
+    "evaluate": _cmd_evaluate,
+    "status": _cmd_status,
+    "ingest": _cmd_ingest,
+    "simulate": _cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
+         stdout: IO[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    console = Console(file=stdout or sys.stdout, width=160, soft_wrap=False)
+    errors = Console(stderr=True)
+    try:
+        return COMMANDS[args.command](args, console, clock or SystemClock())
+    except BscRulesError as exc:
+        errors.print(mask_text(f"bsc-rules {args.command}: 錯誤：{exc}"), highlight=False, markup=False)
+        return 1

@@ -1,0 +1,318 @@
+"""Events: the CloudEvents envelope and each type's ``data``, validated with pydantic.
+
+The contract is ``spec/events.md``. :func:`parse_line` turns one JSON Lines line into
+either an :class:`Event` or a :class:`Rejection` that names the line, the event id, the
+field and what was expected. Validation goes through a pydantic ``TypeAdapter`` over a
+discriminated union of ``TypedDict``s (the fast path measured in
+``reference/performance.md``); no per-event ``BaseModel`` is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, NotRequired, Union
+
+import orjson
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
+
+from bsc_rules.calendar import parse_instant, to_us
+from bsc_rules.privacy import mask_text
+
+
+MAX_INT = 2**53 - 1  # the largest integer every JSON reader keeps exactly
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """What one ``data`` field of an event type must hold."""
+
+    kind: Literal["enum", "int", "bool", "str"]
+    values: tuple[str, ...] = ()
+    minimum: int | None = None
+
+
+def _enum(*values: str) -> FieldSpec:
+    return FieldSpec("enum", values)
+
+
+# The event types of spec/events.md and the data fields each requires.
+EVENT_TYPES: dict[str, dict[str, FieldSpec]] = {
+    "registration.completed": {
+        "kind": _enum(
+            "birth", "death", "marriage", "divorce", "move_in", "move_out",
+            "address_change", "other",
+        )
+    },
+    "registration.error_found": {"cause": _enum("staff", "citizen")},
+    "cross_notice.recorded": {"channel": _enum("hris", "non_hris", "office", "declined")},
+    "seal_certificate.issued": {},
+    "seal_certificate.error_found": {},
+    "archive.scanned": {"forms": FieldSpec("int", minimum=1)},
+    "archive.retrieved": {"mode": _enum("online", "paper"), "scanned": FieldSpec("bool")},
+    "immigrant_visit.reported": {"method": _enum("phone", "home", "other")},
+    "birth_subsidy.applied": {"amount": FieldSpec("int")},
+    "birth_subsidy.paid": {},
+    "birth_subsidy.rejected": {"reason": FieldSpec("str")},
+    "care_case.identified": {"category": _enum("elderly_marriage", "divorce_with_minor")},
+    "care_case.notified": {},
+    "training.attended": {"employee": FieldSpec("str"), "course": FieldSpec("str")},
+    "survey.completed": {"mode": _enum("online", "paper"), "pages": FieldSpec("int", minimum=0)},
+}
+
+# Events that open a case or are counted themselves (kpis.md "period events"), plus
+# archive.scanned, which is counted by distinct subject too.
+PERIOD_TYPES: frozenset[str] = frozenset(
+    {
+        "registration.completed", "seal_certificate.issued", "birth_subsidy.applied",
+        "care_case.identified", "archive.retrieved", "immigrant_visit.reported",
+        "training.attended", "survey.completed", "archive.scanned",
+    }
+)
+
+# Follow-up type → the type of the event that opens its case.
+FOLLOW_UP_OF: dict[str, str] = {
+    "registration.error_found": "registration.completed",
+    "cross_notice.recorded": "registration.completed",
+    "seal_certificate.error_found": "seal_certificate.issued",
+    "birth_subsidy.paid": "birth_subsidy.applied",
+    "birth_subsidy.rejected": "birth_subsidy.applied",
+    "care_case.notified": "care_case.identified",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid event. ``time_us``: microseconds since the epoch; ``body``: canonical JSON."""
+
+    source: str
+    id: str
+    type: str
+    time: datetime
+    time_us: int
+    subject: str
+    office: str | None
+    data: Mapping[str, Any]
+    body: bytes
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The idempotency key ``(source, id)``."""
+        return (self.source, self.id)
+
+    @property
+    def digest(self) -> bytes:
+        """A 16-byte digest of the canonical content."""
+        return content_digest(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A bad event: where it was, which field, what was expected, and the raw input."""
+
+    message: str
+    field: str = ""
+    line: int | None = None
+    event_id: str | None = None
+    source: str | None = None
+    raw: bytes = b""
+
+    def __str__(self) -> str:
+        parts = []
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        parts.append(f"event {self.event_id!r}" if self.event_id else "event without id")
+        where = ", ".join(parts)
+        field = f"{self.field}: " if self.field else ""
+        return mask_text(f"{where}: {field}{self.message}")
+
+
+def content_digest(body: bytes) -> bytes:
+    """The digest used to tell a duplicate from a conflicting event."""
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+# ---------------------------------------------------------------- pydantic models
+
+def _check_time(text: str) -> datetime:
+    return parse_instant(text)
+
+
+NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+Instant = Annotated[StrictStr, AfterValidator(_check_time)]
+_OPEN = ConfigDict(extra="allow")
+
+
+def _field_type(spec: FieldSpec) -> Any:
+    if spec.kind == "enum":
+        return Literal[spec.values]
+    if spec.kind == "int":
+        return Annotated[StrictInt, Field(ge=spec.minimum, le=MAX_INT)]
+    if spec.kind == "bool":
+        return StrictBool
+    return StrictStr
+
+
+def _data_model(type_: str, fields: Mapping[str, FieldSpec]) -> Any:
+    name = "".join(part.title() for part in type_.replace(".", "_").split("_")) + "Data"
+    model = TypedDict(name, {k: _field_type(v) for k, v in fields.items()})  # type: ignore[misc]
+    return with_config(_OPEN)(model)
+
+
+def _event_model(type_: str, fields: Mapping[str, FieldSpec]) -> Any:
+    data = _data_model(type_, fields)
+    name = "".join(part.title() for part in type_.replace(".", "_").split("_")) + "Event"
+    annotations: dict[str, Any] = {
+        "specversion": Literal["1.0"],
+        "id": NonEmpty,
+        "source": NonEmpty,
+        "type": Literal[type_],
+        "time": Instant,
+        "subject": NonEmpty,
+        "office": NotRequired[NonEmpty],
+        "data": data if fields else NotRequired[data],
+    }
+    return with_config(_OPEN)(TypedDict(name, annotations))  # type: ignore[operator]
+
+
+_MODELS = tuple(_event_model(t, f) for t, f in EVENT_TYPES.items())
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(
+    Annotated[Union[_MODELS], Field(discriminator="type")]  # noqa: UP007
+)
+
+
+# ---------------------------------------------------------------- error messages
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+    return f"{text} ({kind})"
+
+
+_EXPECTED = {
+    "int_type": "expected a JSON integer",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "string_too_short": "expected a non-empty string",
+    "typed_dict_type": "expected a JSON object",
+    "dict_type": "expected a JSON object",
+}
+
+
+def _error_text(error: Mapping[str, Any]) -> tuple[str, str]:
+    loc = [str(p) for p in error["loc"]]
+    kind = error["type"]
+    if kind == "union_tag_invalid":
+        expected = ", ".join(repr(t) for t in EVENT_TYPES)
+        return "type", f"expected one of {expected}, got {_describe(error['ctx']['tag'])}"
+    if kind == "union_tag_not_found":
+        return "type", "required attribute is missing"
+    field = ".".join(loc[1:])
+    if kind == "missing":
+        return field, "required field is missing"
+    got = _describe(error.get("input"))
+    if kind == "literal_error":
+        return field, f"expected {error['ctx']['expected']}, got {got}"
+    if kind == "greater_than_equal":
+        return field, f"expected an integer >= {error['ctx']['ge']}, got {got}"
+    if kind == "less_than_equal":
+        return field, f"expected an integer <= {error['ctx']['le']}, got {got}"
+    if kind == "value_error":
+        return field, str(error["ctx"]["error"])
+    expected = _EXPECTED.get(kind, str(error.get("msg", kind)).lower())
+    return field, f"{expected}, got {got}"
+
+
+# ---------------------------------------------------------------- parsing
+
+_LONG_NUMBER = re.compile(rb"\d{16,}")
+
+
+def _decode(raw: bytes) -> Any:
+    if not _LONG_NUMBER.search(raw):  # orjson turns integers past 64 bits into floats
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    try:  # the stdlib reads what orjson refuses but JSON allows (integers past 64 bits)
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        text = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise ValueError(text) from None
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    """Canonical JSON of an event object: sorted keys, compact, UTF-8."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers past 64 bits
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode()
+
+
+def _ident(obj: Any, name: str) -> str | None:
+    value = obj.get(name) if isinstance(obj, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def parse_line(raw: bytes | str, line: int | None = None) -> Event | Rejection:
+    """Validate one JSON Lines line (or one JSON text) into an Event or a Rejection."""
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    try:
+        obj = _decode(data)
+    except ValueError as exc:
+        message = f"not valid JSON: {exc}"
+        if isinstance(raw, bytes) and not _is_utf8(raw):
+            message = "not valid UTF-8 text"
+        return Rejection(message, line=line, raw=data)
+    return parse_object(obj, line=line, raw=data)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) -> Event | Rejection:
+    """Validate an already decoded JSON value into an Event or a Rejection."""
+    event_id, source = _ident(obj, "id"), _ident(obj, "source")
+    if raw is None:
+        raw = canonical(obj) if isinstance(obj, dict) else repr(obj).encode()
+    if not isinstance(obj, dict):
+        got = _describe(obj)
+        return Rejection(f"expected a JSON object, got {got}", line=line, raw=raw)
+    try:
+        valid = _ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        texts = [_error_text(e) for e in exc.errors(include_url=False)]
+        field = texts[0][0]
+        message = "; ".join(f"{f}: {m}" if i else m for i, (f, m) in enumerate(texts))
+        return Rejection(message, field=field, line=line, event_id=event_id, source=source, raw=raw)
+    time = valid["time"]
+    return Event(
+        source=valid["source"], id=valid["id"], type=valid["type"], time=time,
+        time_us=to_us(time), subject=valid["subject"], office=valid.get("office"),
+        data=valid.get("data", {}), body=canonical(obj),
+    )
+
+
+def event_from_body(body: bytes) -> Event:
+    """Rebuild an Event from canonical JSON that was validated when it was stored."""
+    obj = orjson.loads(body) if b'"' in body else json.loads(body)
+    time = parse_instant(obj["time"])
+    return Event(
+        source=obj["source"], id=obj["id"], type=obj["type"], time=time, time_us=to_us(time),
+        subject=obj["subject"], office=obj.get("office"), data=obj.get("data", {}), body=body,
+    )

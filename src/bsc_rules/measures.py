@@ -1,0 +1,284 @@
+"""Measures and cases: per-subject case records and the KPI aggregates, on event time.
+
+:class:`CaseBook` keeps, per opening type and subject, the case's earliest opening
+event and every follow-up (time, arrival, matched conditions). Nothing depends on
+arrival order: a follow-up that arrives before its opening event simply waits on its
+case record. :func:`aggregate` computes one KPI's figures for a year at an instant
+``as_of``; :func:`open_cases` lists the deadline cases not ended at ``as_of``. Both are
+pure functions of the book, the rules and the instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from bsc_rules.calendar import US_PER_DAY, due_days_after, due_next_month, year_bounds
+from bsc_rules.events import FOLLOW_UP_OF, PERIOD_TYPES, Event
+from bsc_rules.ruleset import (
+    SCORE_SCALE,
+    DeadlineMeasure,
+    DistinctMeasure,
+    Kpi,
+    RatioMeasure,
+    RuleSet,
+    SumMeasure,
+)
+
+FollowUp = tuple[int, int, int]  # (time_us, arrival seq, condition mask)
+
+
+class CaseRec:
+    """One subject of one opening type: its earliest opening event and its follow-ups."""
+
+    __slots__ = ("dues", "follow", "open_mask", "open_seq", "open_us", "vals")
+
+    def __init__(self) -> None:
+        self.open_us: int | None = None
+        self.open_seq = 0
+        self.open_mask = 0
+        self.vals: tuple[object, ...] = ()
+        self.dues: tuple[int, ...] = ()
+        self.follow: list[FollowUp] | None = None
+
+    def flags(self, as_of: int) -> int:
+        """The conditions met by the opening event and every follow-up up to ``as_of``."""
+        mask = self.open_mask
+        for time_us, _seq, fmask in self.follow or ():
+            if time_us <= as_of:
+                mask |= fmask
+        return mask
+
+    def first(self, as_of: int, mask: int) -> FollowUp | None:
+        """The earliest follow-up (by time, then arrival) up to ``as_of`` matching ``mask``."""
+        best: FollowUp | None = None
+        for item in self.follow or ():
+            if item[0] <= as_of and item[2] & mask and (best is None or item[:2] < best[:2]):
+                best = item
+        return best
+
+
+DueRule = Callable[[int], int]
+
+
+def due_rule(kpi: Kpi) -> DueRule:
+    """The function giving a case's due instant from its opening instant."""
+    m = kpi.spec.measure
+    assert isinstance(m, DeadlineMeasure)
+    if m.due.rule == "days_after":
+        days = m.due.days or 0
+        return lambda opened: due_days_after(opened, days)
+    day = int(kpi.spec.parameters[m.due.day_parameter or ""])
+    return lambda opened: due_next_month(opened, day)
+
+
+class CaseBook:
+    """Every case record of a rule set, filled one event at a time in any order."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.cases: dict[str, dict[str, CaseRec]] = {t: {} for t in PERIOD_TYPES}
+        self._deadlines: dict[str, list[DueRule]] = {}
+        self.deadline_index: dict[str, int] = {}
+        for kpi in rules.kpis.values():
+            if isinstance(kpi.spec.measure, DeadlineMeasure):
+                rules_of_type = self._deadlines.setdefault(kpi.population.type, [])
+                self.deadline_index[kpi.id] = len(rules_of_type)
+                rules_of_type.append(due_rule(kpi))
+
+    def add(self, event: Event, mask: int, seq: int) -> None:
+        """Record one accepted event with the mask of the conditions it matched."""
+        opening = FOLLOW_UP_OF.get(event.type)
+        if opening is not None:
+            rec = self._rec(opening, event.subject)
+            if rec.follow is None:
+                rec.follow = []
+            rec.follow.append((event.time_us, seq, mask))
+            return
+        rec = self._rec(event.type, event.subject)
+        if rec.open_us is None or (event.time_us, seq) < (rec.open_us, rec.open_seq):
+            rec.open_us, rec.open_seq, rec.open_mask = event.time_us, seq, mask
+            needs = self.rules.field_needs.get(event.type, ())
+            rec.vals = tuple(event.data.get(name) for name in needs)
+            rules = self._deadlines.get(event.type, ())
+            rec.dues = tuple(rule(event.time_us) for rule in rules)
+
+    def _rec(self, type_: str, subject: str) -> CaseRec:
+        book = self.cases[type_]
+        rec = book.get(subject)
+        if rec is None:
+            rec = book[subject] = CaseRec()
+        return rec
+
+    def unmatched(self, as_of: int) -> int:
+        """Follow-ups up to ``as_of`` whose case has no opening event up to ``as_of``."""
+        count = 0
+        for type_ in set(FOLLOW_UP_OF.values()):
+            for rec in self.cases[type_].values():
+                if rec.follow and (rec.open_us is None or rec.open_us > as_of):
+                    count += sum(1 for item in rec.follow if item[0] <= as_of)
+        return count
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A KPI's raw figures for a year at an instant.
+
+    ``numerator``/``denominator`` are in :data:`SCORE_SCALE` units for ratio KPIs;
+    ``start`` is the value reached before the year began (cumulative KPIs).
+    """
+
+    numerator: int
+    denominator: int | None
+    start: int = 0
+
+
+def _in_population(rec: CaseRec, kpi: Kpi, lo: int, hi: int, as_of: int) -> bool:
+    opened = rec.open_us
+    return opened is not None and lo <= opened < hi and opened <= as_of and bool(
+        rec.open_mask & kpi.population.mask
+    )
+
+
+def _records(book: CaseBook, kpi: Kpi) -> Iterator[CaseRec]:
+    return iter(book.cases[kpi.population.type].values())
+
+
+def _ratio(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+    lo, hi = year_bounds(year)
+    exclude = sum(c.mask for c in kpi.exclude)
+    fail = sum(c.mask for c in kpi.fail)
+    num = den = 0
+    for rec in _records(book, kpi):
+        if not _in_population(rec, kpi, lo, hi, as_of):
+            continue
+        flags = rec.flags(as_of)
+        if flags & exclude:
+            continue
+        den += 1
+        if flags & fail:
+            continue
+        if kpi.credit:
+            num += min(SCORE_SCALE, sum(w for c, w in kpi.credit if flags & c.mask))
+        else:
+            num += SCORE_SCALE
+    return Figures(num, den * SCORE_SCALE)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Where a deadline case stands at an instant."""
+
+    ended: bool
+    counted: bool  # in the KPI's denominator
+    good: bool  # in the numerator (overdue for 'overdue' KPIs, on time for 'on_time')
+
+
+def deadline_outcome(rec: CaseRec, kpi: Kpi, due: int, as_of: int) -> Outcome:
+    """Pure decision of kpis.md's per-case deadlines for one case."""
+    m = kpi.spec.measure
+    assert isinstance(m, DeadlineMeasure)
+    close = sum(c.mask for c in kpi.closed_by)
+    cancel = sum(c.mask for c in kpi.cancelled_by)
+    end = rec.first(as_of, close | cancel)
+    if m.count == "overdue":
+        if end is None:
+            return Outcome(False, True, as_of >= due)
+        if not end[2] & close:  # cancelled (rejected): left out if before due
+            return Outcome(True, end[0] >= due, end[0] >= due)
+        return Outcome(True, True, end[0] >= due)
+    if end is None:
+        return Outcome(False, as_of >= due, False)
+    return Outcome(True, True, end[0] < due)
+
+
+def _deadline(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+    lo, hi = year_bounds(year)
+    index = book.deadline_index[kpi.id]
+    num = den = 0
+    for rec in _records(book, kpi):
+        if not _in_population(rec, kpi, lo, hi, as_of):
+            continue
+        outcome = deadline_outcome(rec, kpi, rec.dues[index], as_of)
+        den += outcome.counted
+        num += outcome.counted and outcome.good
+    return Figures(num * SCORE_SCALE, den * SCORE_SCALE)
+
+
+def _count(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+    lo, hi = year_bounds(year)
+    return Figures(sum(1 for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)), None)
+
+
+def _field_index(book: CaseBook, kpi: Kpi, name: str) -> int:
+    return book.rules.field_needs[kpi.population.type].index(name)
+
+
+def _sum(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+    m = kpi.spec.measure
+    assert isinstance(m, SumMeasure)
+    lo, hi = year_bounds(year)
+    i = _field_index(book, kpi, m.field)
+    if not m.cumulative:
+        total = sum(int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of))  # type: ignore[call-overload]
+        return Figures(total, _per(kpi, m.per))
+    floor = -(2**62)
+    before = sum(int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, floor, lo, as_of))  # type: ignore[call-overload]
+    during = sum(int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of))  # type: ignore[call-overload]
+    return Figures(before + during, _per(kpi, m.per), start=before)
+
+
+def _distinct(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+    m = kpi.spec.measure
+    assert isinstance(m, DistinctMeasure)
+    lo, hi = year_bounds(year)
+    i = _field_index(book, kpi, m.field)
+    seen = {r.vals[i] for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)}
+    return Figures(len(seen), _per(kpi, m.per))
+
+
+def _per(kpi: Kpi, parameter: str | None) -> int | None:
+    return None if parameter is None else int(kpi.spec.parameters[parameter])
+
+
+def aggregate(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+    """A KPI's figures for ``year`` counting what happened up to ``as_of``."""
+    m = kpi.spec.measure
+    if isinstance(m, RatioMeasure):
+        return _ratio(book, kpi, year, as_of)
+    if isinstance(m, DeadlineMeasure):
+        return _deadline(book, kpi, year, as_of)
+    if isinstance(m, SumMeasure):
+        return _sum(book, kpi, year, as_of)
+    if isinstance(m, DistinctMeasure):
+        return _distinct(book, kpi, year, as_of)
+    return _count(book, kpi, year, as_of)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseState:
+    """A deadline case that has not ended, as it stands at an instant."""
+
+    kpi: str
+    subject: str
+    state: str  # "due_soon" or "overdue"
+    due: int
+    opened: int
+
+
+def open_cases(book: CaseBook, kpi: Kpi, as_of: int, window_days: int) -> list[CaseState]:
+    """Every case of ``kpi`` (any year) not ended at ``as_of`` that is due soon or overdue."""
+    index = book.deadline_index[kpi.id]
+    window = window_days * US_PER_DAY
+    found = []
+    for subject, rec in book.cases[kpi.population.type].items():
+        if rec.open_us is None or rec.open_us > as_of or not rec.open_mask & kpi.population.mask:
+            continue
+        due = rec.dues[index]
+        if as_of < due - window:
+            continue
+        if deadline_outcome(rec, kpi, due, as_of).ended:
+            continue
+        state = "overdue" if as_of >= due else "due_soon"
+        found.append(CaseState(kpi.id, subject, state, due, rec.open_us))
+    return found

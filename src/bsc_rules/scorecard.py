@@ -1,0 +1,177 @@
+"""The scorecard: the object the case workflow embeds.
+
+It wires the stages: events in → validated (:mod:`events`) → stored
+(:mod:`store`) → matched (:mod:`matching`) → measured (:mod:`measures`) → reported
+(:mod:`report`). ``ingest`` acknowledges an event only once the store holds it;
+``report`` is a pure function of what was ingested and the instant asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from bsc_rules.calendar import to_us
+from bsc_rules.events import Event, Rejection, event_from_body, parse_line, parse_object
+from bsc_rules.matching import Matcher, make_matcher
+from bsc_rules.measures import CaseBook
+from bsc_rules.report import Report, build_report
+from bsc_rules.ruleset import RuleSet, load_ruleset
+from bsc_rules.store import EventStore, MemoryStore, SQLiteStore, Verdict
+
+Status = Literal["accepted", "duplicate", "rejected"]
+CONFLICT = (
+    "conflicts with the event already received with the same source and id "
+    "(same idempotency key, different content); the first one stands"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What became of one event: accepted, a duplicate (no-op) or rejected."""
+
+    status: Status
+    event: Event | None = None
+    rejection: Rejection | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "rejected"
+
+
+@dataclass(slots=True)
+class IngestSummary:
+    """Counts of a file or stream ingest, with the rejections in order."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
+
+    def add(self, outcome: Ingested) -> None:
+        if outcome.status == "accepted":
+            self.accepted += 1
+        elif outcome.status == "duplicate":
+            self.duplicates += 1
+        elif outcome.rejection is not None:
+            self.rejections.append(outcome.rejection)
+
+
+class Scorecard:
+    """KPI values, statuses and deadline cases, kept current one event at a time."""
+
+    def __init__(
+        self,
+        rules: RuleSet | None = None,
+        *,
+        store: EventStore | None = None,
+        matcher: str = "auto",
+    ) -> None:
+        self.rules = rules if rules is not None else load_ruleset()
+        self.store: EventStore = store if store is not None else MemoryStore()
+        self.matcher: Matcher = make_matcher(self.rules.conditions, matcher)
+        self.book = CaseBook(self.rules)
+        self._seq = 0
+        for body in self.store.replay():
+            self._apply(event_from_body(body))
+
+    @classmethod
+    def open(cls, db: Path | str, rules: RuleSet | None = None, matcher: str = "auto") -> Scorecard:
+        """A scorecard over a SQLite event log, its state rebuilt by replaying the log."""
+        return cls(rules, store=SQLiteStore(db), matcher=matcher)
+
+    def close(self) -> None:
+        self.matcher.close()
+        self.store.close()
+
+    def __enter__(self) -> Scorecard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ ingest
+
+    def validate(self, event: Event | bytes | str | Mapping[str, Any], line: int | None = None) -> Event | Rejection:
+        """Parse and check an event against the contract and this rule set's office."""
+        if isinstance(event, bytes | str):
+            parsed = parse_line(event, line)
+        elif isinstance(event, Event):
+            parsed = event
+        else:
+            parsed = parse_object(dict(event), line=line)
+        if isinstance(parsed, Event) and parsed.office not in (None, self.rules.code):
+            return Rejection(
+                f"expected {self.rules.code!r} (the office of this rule set), got {parsed.office!r}",
+                field="office", line=line, event_id=parsed.id, source=parsed.source, raw=parsed.body,
+            )
+        return parsed
+
+    def ingest(
+        self, event: Event | bytes | str | Mapping[str, Any], *, line: int | None = None, origin: str = ""
+    ) -> Ingested:
+        """Validate, store durably and apply one event; a bad one is kept as rejected."""
+        parsed = self.validate(event, line)
+        if isinstance(parsed, Rejection):
+            self.store.reject(parsed, origin)
+            return Ingested("rejected", rejection=parsed)
+        return self._settle(parsed, self.store.append(parsed), origin, line)
+
+    def ingest_lines(
+        self,
+        lines: Iterable[bytes],
+        *,
+        origin: str = "",
+        batch: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestSummary:
+        """Ingest JSON Lines, committing in groups of ``batch``; blank lines are skipped."""
+        summary = IngestSummary()
+        pending: list[tuple[Event, int]] = []
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            parsed = self.validate(raw, number)
+            if isinstance(parsed, Rejection):
+                self.store.reject(parsed, origin)
+                summary.add(Ingested("rejected", rejection=parsed))
+            else:
+                pending.append((parsed, number))
+            if len(pending) >= batch:
+                self._flush(pending, summary, origin)
+                if progress is not None:
+                    progress(number)
+        self._flush(pending, summary, origin)
+        return summary
+
+    def _flush(self, pending: list[tuple[Event, int]], summary: IngestSummary, origin: str) -> None:
+        verdicts = self.store.append_batch(e for e, _ in pending)
+        for (event, line), verdict in zip(pending, verdicts, strict=True):
+            summary.add(self._settle(event, verdict, origin, line))
+        pending.clear()
+
+    def _settle(self, event: Event, verdict: Verdict, origin: str, line: int | None) -> Ingested:
+        if verdict == "accepted":
+            self._apply(event)
+            return Ingested("accepted", event=event)
+        if verdict == "duplicate":
+            return Ingested("duplicate", event=event)
+        rejection = Rejection(CONFLICT, field="id", line=line, event_id=event.id, source=event.source, raw=event.body)
+        self.store.reject(rejection, origin)
+        return Ingested("rejected", rejection=rejection)
+
+    def _apply(self, event: Event) -> None:
+        self._seq += 1
+        self.book.add(event, self.matcher.match(event.type, event.data), self._seq)
+
+    # ------------------------------------------------------------ report
+
+    def report(self, as_of: datetime, year: int | None = None) -> Report:
+        """The scorecard of ``year`` (default: the year of ``as_of``) at ``as_of``."""
+        return build_report(self.rules, self.book, to_us(as_of), year, self.store.rejected_count())
