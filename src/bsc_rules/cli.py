@@ -52,9 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a rule folder and report every problem")
-    check.add_argument("rules", nargs="?", type=Path, help="rule folder (default: the project's rules/)")
-    for name, helptext in (("evaluate", "report on a JSON Lines file of events"),
-                           ("status", "report on the events stored in a database")):
+    check.add_argument(
+        "rules", nargs="?", type=Path, help="rule folder (default: the project's rules/)"
+    )
+    for name, helptext in (
+        ("evaluate", "report on a JSON Lines file of events"),
+        ("status", "report on the events stored in a database"),
+    ):
         cmd = sub.add_parser(name, help=helptext)
         if name == "evaluate":
             cmd.add_argument("events", type=Path, help="CloudEvents JSON Lines file")
@@ -62,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         else:
             cmd.add_argument("--db", type=Path, required=True, help="SQLite event log")
             cmd.add_argument("--as-of", type=_instant, help="RFC 3339 instant (default: now)")
-        cmd.add_argument("--year", type=int, help="the year to report (default: the year of --as-of)")
+        cmd.add_argument(
+            "--year", type=int, help="the year to report (default: the year of --as-of)"
+        )
         cmd.add_argument("--format", choices=("table", "json"), default="table")
         _common(cmd)
     ingest = sub.add_parser("ingest", help="store a JSON Lines file of events (idempotent)")
@@ -70,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--db", type=Path, required=True)
     _common(ingest)
     simulate = sub.add_parser("simulate", help="write a realistic year of events as JSON Lines")
-    simulate.add_argument("--office", action="append", help="office code (repeatable; default datong)")
+    simulate.add_argument(
+        "--office", action="append", help="office code (repeatable; default datong)"
+    )
     simulate.add_argument("--year", type=int, default=2017)
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--out", type=Path, help="output file (default: standard output)")
@@ -83,6 +91,7 @@ def _common(cmd: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- output
+
 
 def _out(console: Console, text: str = "") -> None:
     console.print(mask_text(text), highlight=False, markup=False)
@@ -104,11 +113,22 @@ def _kpi_table(report: Report, rules: RuleSet) -> Table:
         spec = result.kpi.spec
         unit = UNITS[spec.unit]
         label, style = STATUS_LABELS[result.status]
-        ratio = "—" if result.numerator is None else f"{_fmt(result.numerator)} / {_fmt(result.denominator)}"
+        ratio = (
+            "—"
+            if result.numerator is None
+            else f"{_fmt(result.numerator)} / {_fmt(result.denominator)}"
+        )
         comparator = "≥" if spec.direction == "higher" else "≤"
         target = "—" if result.target is None else comparator + _fmt(result.target, unit)
-        table.add_row(kpi_id, spec.name, rules.office.sections[spec.owner].name,
-                      _fmt(result.value, unit), target, f"[{style}]{label}[/]", ratio)
+        table.add_row(
+            kpi_id,
+            spec.name,
+            rules.office.sections[spec.owner].name,
+            _fmt(result.value, unit),
+            target,
+            f"[{style}]{label}[/]",
+            ratio,
+        )
     return table
 
 
@@ -129,8 +149,10 @@ def print_report(report: Report, rules: RuleSet, fmt: str, console: Console) -> 
         console.file.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     moment = from_us(report.as_of)
-    title = (f"{rules.office.office.name} {roc_year(report.year)}年度平衡計分卡"
-             f"（截至{roc_date(moment.date())} {moment:%H:%M:%S}）")
+    title = (
+        f"{rules.office.office.name} {roc_year(report.year)}年度平衡計分卡"
+        f"（截至{roc_date(moment.date())} {moment:%H:%M:%S}）"
+    )
     _out(console, title)
     console.print(_kpi_table(report, rules))
     if report.cases:
@@ -138,10 +160,13 @@ def print_report(report: Report, rules: RuleSet, fmt: str, console: Console) -> 
         console.print(_case_table(report, rules))
     else:
         _out(console, "無即將到期或已逾期之案件。")
-    _out(console, f"退回事件：{report.rejected}筆；尚無對應受理事件之後續事件：{report.unmatched}筆")
+    _out(
+        console, f"退回事件：{report.rejected}筆；尚無對應受理事件之後續事件：{report.unmatched}筆"
+    )
 
 
 # ---------------------------------------------------------------- commands
+
 
 def _lines(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
     try:
@@ -160,8 +185,11 @@ def _lines(path: Path, progress: Callable[[int], None] | None = None) -> Iterato
 
 def _cmd_check(args: argparse.Namespace, console: Console, clock: Clock) -> int:
     rules = load_ruleset(args.rules)
-    _out(console, f"規則檔檢查通過：{rules.office.office.name}（{rules.code}），"
-                  f"KPI {len(rules.kpis)} 項，事件條件 {len(rules.conditions)} 條。")
+    _out(
+        console,
+        f"規則檔檢查通過：{rules.office.office.name}（{rules.code}），"
+        f"KPI {len(rules.kpis)} 項，事件條件 {len(rules.conditions)} 條。",
+    )
     return 0
 
 
@@ -177,7 +205,8 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console, clock: Clock) -> i
 def _cmd_status(args: argparse.Namespace, console: Console, clock: Clock) -> int:
     rules = load_ruleset(args.rules)
     if not args.db.exists():
-        msg = f"database {args.db} does not exist (create it with: bsc-rules ingest FILE --db {args.db})"
+        hint = f"create it with: bsc-rules ingest FILE --db {args.db}"
+        msg = f"database {args.db} does not exist ({hint})"
         raise UsageError(msg)
     with Scorecard.open(args.db, rules, matcher=args.matcher) as card:
         report = card.report(args.as_of or clock.now(), args.year)
@@ -188,8 +217,14 @@ def _cmd_status(args: argparse.Namespace, console: Console, clock: Clock) -> int
 def _cmd_ingest(args: argparse.Namespace, console: Console, clock: Clock) -> int:
     rules = load_ruleset(args.rules)
     size = args.events.stat().st_size if args.events.exists() else 0
-    progress = Progress(TextColumn("匯入中"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    progress = Progress(
+        TextColumn("匯入中"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
     with progress, Scorecard.open(args.db, rules, matcher=args.matcher) as card:
         task = progress.add_task("ingest", total=max(size, 1))
         lines = _lines(args.events, lambda done: progress.update(task, completed=done))
@@ -199,8 +234,11 @@ def _cmd_ingest(args: argparse.Namespace, console: Console, clock: Clock) -> int
 
 
 def _ingest_summary(summary: IngestSummary, db: Path, console: Console) -> None:
-    _out(console, f"匯入完成（{db}）：新增 {summary.accepted} 筆，重複 {summary.duplicates} 筆（已略過），"
-                  f"退回 {summary.rejected} 筆。")
+    _out(
+        console,
+        f"匯入完成（{db}）：新增 {summary.accepted} 筆，重複 {summary.duplicates} 筆（已略過），"
+        f"退回 {summary.rejected} 筆。",
+    )
     for rejection in summary.rejections[:20]:
         _out(console, f"  退回：{rejection}")
     if summary.rejected > 20:
@@ -229,8 +267,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Clock], int]] = {
 }
 
 
-def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
-         stdout: IO[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, clock: Clock | None = None, stdout: IO[str] | None = None
+) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     console = Console(file=stdout or sys.stdout, width=160, soft_wrap=False)
@@ -238,5 +277,7 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None,
     try:
         return COMMANDS[args.command](args, console, clock or SystemClock())
     except BscRulesError as exc:
-        errors.print(mask_text(f"bsc-rules {args.command}: 錯誤：{exc}"), highlight=False, markup=False)
+        errors.print(
+            mask_text(f"bsc-rules {args.command}: 錯誤：{exc}"), highlight=False, markup=False
+        )
         return 1

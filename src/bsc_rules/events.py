@@ -18,13 +18,21 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, Union
 
 import orjson
-from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
-from pydantic import TypeAdapter, ValidationError, with_config
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 from bsc_rules.calendar import parse_instant, to_us
 from bsc_rules.privacy import mask_text
-
 
 MAX_INT = 2**53 - 1  # the largest integer every JSON reader keeps exactly
 
@@ -46,8 +54,14 @@ def _enum(*values: str) -> FieldSpec:
 EVENT_TYPES: dict[str, dict[str, FieldSpec]] = {
     "registration.completed": {
         "kind": _enum(
-            "birth", "death", "marriage", "divorce", "move_in", "move_out",
-            "address_change", "other",
+            "birth",
+            "death",
+            "marriage",
+            "divorce",
+            "move_in",
+            "move_out",
+            "address_change",
+            "other",
         )
     },
     "registration.error_found": {"cause": _enum("staff", "citizen")},
@@ -70,9 +84,15 @@ EVENT_TYPES: dict[str, dict[str, FieldSpec]] = {
 # archive.scanned, which is counted by distinct subject too.
 PERIOD_TYPES: frozenset[str] = frozenset(
     {
-        "registration.completed", "seal_certificate.issued", "birth_subsidy.applied",
-        "care_case.identified", "archive.retrieved", "immigrant_visit.reported",
-        "training.attended", "survey.completed", "archive.scanned",
+        "registration.completed",
+        "seal_certificate.issued",
+        "birth_subsidy.applied",
+        "care_case.identified",
+        "archive.retrieved",
+        "immigrant_visit.reported",
+        "training.attended",
+        "survey.completed",
+        "archive.scanned",
     }
 )
 
@@ -140,6 +160,7 @@ def content_digest(body: bytes) -> bytes:
 
 # ---------------------------------------------------------------- pydantic models
 
+
 def _check_time(text: str) -> datetime:
     return parse_instant(text)
 
@@ -183,18 +204,26 @@ def _event_model(type_: str, fields: Mapping[str, FieldSpec]) -> Any:
 
 _MODELS = tuple(_event_model(t, f) for t, f in EVENT_TYPES.items())
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(
-    Annotated[Union[_MODELS], Field(discriminator="type")]  # noqa: UP007
+    Annotated[Union[_MODELS], Field(discriminator="type")]  # type: ignore[arg-type]  # noqa: UP007
 )
 
 
 # ---------------------------------------------------------------- error messages
 
+
 def _describe(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+    kind = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
     return f"{text} ({kind})"
 
 
@@ -302,9 +331,15 @@ def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) ->
         return Rejection(message, field=field, line=line, event_id=event_id, source=source, raw=raw)
     time = valid["time"]
     return Event(
-        source=valid["source"], id=valid["id"], type=valid["type"], time=time,
-        time_us=to_us(time), subject=valid["subject"], office=valid.get("office"),
-        data=valid.get("data", {}), body=canonical(obj),
+        source=valid["source"],
+        id=valid["id"],
+        type=valid["type"],
+        time=time,
+        time_us=to_us(time),
+        subject=valid["subject"],
+        office=valid.get("office"),
+        data=valid.get("data", {}),
+        body=canonical(obj),
     )
 
 
@@ -313,6 +348,13 @@ def event_from_body(body: bytes) -> Event:
     obj = orjson.loads(body) if b'"' in body else json.loads(body)
     time = parse_instant(obj["time"])
     return Event(
-        source=obj["source"], id=obj["id"], type=obj["type"], time=time, time_us=to_us(time),
-        subject=obj["subject"], office=obj.get("office"), data=obj.get("data", {}), body=body,
+        source=obj["source"],
+        id=obj["id"],
+        type=obj["type"],
+        time=time,
+        time_us=to_us(time),
+        subject=obj["subject"],
+        office=obj.get("office"),
+        data=obj.get("data", {}),
+        body=body,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from bsc_rules.calendar import US_PER_DAY, due_days_after, due_next_month, year_bounds
 from bsc_rules.events import FOLLOW_UP_OF, PERIOD_TYPES, Event
@@ -37,7 +38,7 @@ class CaseRec:
         self.open_us: int | None = None
         self.open_seq = 0
         self.open_mask = 0
-        self.vals: tuple[object, ...] = ()
+        self.vals: tuple[Any, ...] = ()
         self.dues: tuple[int, ...] = ()
         self.follow: list[FollowUp] | None = None
 
@@ -135,8 +136,11 @@ class Figures:
 
 def _in_population(rec: CaseRec, kpi: Kpi, lo: int, hi: int, as_of: int) -> bool:
     opened = rec.open_us
-    return opened is not None and lo <= opened < hi and opened <= as_of and bool(
-        rec.open_mask & kpi.population.mask
+    return (
+        opened is not None
+        and lo <= opened < hi
+        and opened <= as_of
+        and bool(rec.open_mask & kpi.population.mask)
     )
 
 
@@ -207,7 +211,9 @@ def _deadline(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
 
 def _count(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
     lo, hi = year_bounds(year)
-    return Figures(sum(1 for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)), None)
+    return Figures(
+        sum(1 for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)), None
+    )
 
 
 def _field_index(book: CaseBook, kpi: Kpi, name: str) -> int:
@@ -220,11 +226,17 @@ def _sum(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
     lo, hi = year_bounds(year)
     i = _field_index(book, kpi, m.field)
     if not m.cumulative:
-        total = sum(int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of))  # type: ignore[call-overload]
+        total = sum(
+            int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)
+        )
         return Figures(total, _per(kpi, m.per))
     floor = -(2**62)
-    before = sum(int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, floor, lo, as_of))  # type: ignore[call-overload]
-    during = sum(int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of))  # type: ignore[call-overload]
+    before = sum(
+        int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, floor, lo, as_of)
+    )
+    during = sum(
+        int(r.vals[i]) for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)
+    )
     return Figures(before + during, _per(kpi, m.per), start=before)
 
 

@@ -19,8 +19,34 @@ from typing import Any
 _LETTER_CODES = dict(
     zip(
         "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        (10, 11, 12, 13, 14, 15, 16, 17, 34, 18, 19, 20, 21, 22, 35, 23, 24, 25, 26, 27, 28,
-         29, 32, 30, 31, 33),
+        (
+            10,
+            11,
+            12,
+            13,
+            14,
+            15,
+            16,
+            17,
+            34,
+            18,
+            19,
+            20,
+            21,
+            22,
+            35,
+            23,
+            24,
+            25,
+            26,
+            27,
+            28,
+            29,
+            32,
+            30,
+            31,
+            33,
+        ),
         strict=True,
     )
 )
@@ -44,7 +70,9 @@ def is_valid_id(text: str) -> bool:
         return False
     code = _LETTER_CODES[first]
     digits = [second_digit, *map(int, rest)]
-    total = (code // 10) + (code % 10) * 9 + sum(w * d for w, d in zip(_WEIGHTS, digits, strict=True))
+    total = (
+        (code // 10) + (code % 10) * 9 + sum(w * d for w, d in zip(_WEIGHTS, digits, strict=True))
+    )
     return total % 10 == 0
 
 

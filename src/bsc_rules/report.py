@@ -12,8 +12,8 @@ from typing import Any
 
 from bsc_rules.calendar import iso, year_bounds, year_complete_at, year_of
 from bsc_rules.errors import UsageError
-from bsc_rules.measures import SCORE_SCALE, CaseBook, CaseState, Figures, aggregate, open_cases
-from bsc_rules.ruleset import DeadlineMeasure, Kpi, RatioMeasure, RuleSet
+from bsc_rules.measures import CaseBook, CaseState, Figures, aggregate, open_cases
+from bsc_rules.ruleset import SCORE_SCALE, DeadlineMeasure, Kpi, RatioMeasure, RuleSet
 
 STATUSES = ("met", "on_track", "at_risk", "breached", "no_data", "no_target")
 
@@ -109,12 +109,18 @@ def _value(kpi: Kpi, fig: Figures) -> tuple[Fraction | None, Fraction | None, Fr
         value = 100 * Fraction(fig.numerator, den) if den else None
         return value, num, denominator
     if fig.denominator is not None:  # a share of an office parameter, in percent
-        return 100 * Fraction(fig.numerator, fig.denominator), Fraction(fig.numerator), Fraction(fig.denominator)
+        return (
+            100 * Fraction(fig.numerator, fig.denominator),
+            Fraction(fig.numerator),
+            Fraction(fig.denominator),
+        )
     return Fraction(fig.numerator), None, None
 
 
 def _start(kpi: Kpi, fig: Figures) -> Fraction:
-    if fig.denominator is not None and not isinstance(kpi.spec.measure, RatioMeasure | DeadlineMeasure):
+    if fig.denominator is not None and not isinstance(
+        kpi.spec.measure, RatioMeasure | DeadlineMeasure
+    ):
         return 100 * Fraction(fig.start, fig.denominator)
     return Fraction(fig.start)
 

@@ -35,6 +35,7 @@ class _Strict(BaseModel):
 
 # ---------------------------------------------------------------- office
 
+
 class Section(_Strict):
     name: str
     name_en: str
@@ -118,8 +119,12 @@ def _check_value(where: str, spec: FieldSpec, value: Scalar) -> None:
         "str": isinstance(value, str),
     }[spec.kind]
     if not ok:
-        expected = {"enum": "one of " + ", ".join(map(repr, spec.values)), "int": "an integer",
-                    "bool": "true or false", "str": "a string"}[spec.kind]
+        expected = {
+            "enum": "one of " + ", ".join(map(repr, spec.values)),
+            "int": "an integer",
+            "bool": "true or false",
+            "str": "a string",
+        }[spec.kind]
         msg = f"{where}: expected {expected}, got {value!r}"
         raise ValueError(msg)
 
@@ -389,7 +394,9 @@ def load_ruleset(directory: Path | None = None) -> RuleSet:
     if problems or office is None:
         raise RuleFileError(problems)
     compiler = _Compiler()
-    kpis = {spec.id: compiler.kpi(spec, path) for spec, path in sorted(loaded, key=lambda x: x[0].id)}
+    kpis = {
+        spec.id: compiler.kpi(spec, path) for spec, path in sorted(loaded, key=lambda x: x[0].id)
+    }
     return RuleSet(office, kpis, tuple(compiler.conditions), directory, _field_needs(kpis))
 
 
@@ -406,12 +413,21 @@ def _cross_problems(office: OfficeFile | None, loaded: list[tuple[KpiFile, Path]
     seen: dict[str, Path] = {}
     for spec, path in loaded:
         if spec.id in seen:
-            problems.append(Problem(str(path), 1, 1, "id", f"{spec.id} is also defined in {seen[spec.id]}"))
+            problems.append(
+                Problem(str(path), 1, 1, "id", f"{spec.id} is also defined in {seen[spec.id]}")
+            )
         seen[spec.id] = path
         if office is not None and spec.theme not in office.themes:
             themes = ", ".join(sorted(office.themes))
-            problems.append(Problem(str(path), None, None, "theme",
-                                    f"expected one of the office's themes ({themes}), got {spec.theme!r}"))
+            problems.append(
+                Problem(
+                    str(path),
+                    None,
+                    None,
+                    "theme",
+                    f"expected one of the office's themes ({themes}), got {spec.theme!r}",
+                )
+            )
     if not loaded:
         problems.append(Problem("rules", None, None, "", "no KPI files (*.yaml) found"))
     return problems

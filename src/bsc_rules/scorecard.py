@@ -98,7 +98,9 @@ class Scorecard:
 
     # ------------------------------------------------------------ ingest
 
-    def validate(self, event: Event | bytes | str | Mapping[str, Any], line: int | None = None) -> Event | Rejection:
+    def validate(
+        self, event: Event | bytes | str | Mapping[str, Any], line: int | None = None
+    ) -> Event | Rejection:
         """Parse and check an event against the contract and this rule set's office."""
         if isinstance(event, bytes | str):
             parsed = parse_line(event, line)
@@ -108,13 +110,21 @@ class Scorecard:
             parsed = parse_object(dict(event), line=line)
         if isinstance(parsed, Event) and parsed.office not in (None, self.rules.code):
             return Rejection(
-                f"expected {self.rules.code!r} (the office of this rule set), got {parsed.office!r}",
-                field="office", line=line, event_id=parsed.id, source=parsed.source, raw=parsed.body,
+                f"expected {self.rules.code!r} (this rule set's office), got {parsed.office!r}",
+                field="office",
+                line=line,
+                event_id=parsed.id,
+                source=parsed.source,
+                raw=parsed.body,
             )
         return parsed
 
     def ingest(
-        self, event: Event | bytes | str | Mapping[str, Any], *, line: int | None = None, origin: str = ""
+        self,
+        event: Event | bytes | str | Mapping[str, Any],
+        *,
+        line: int | None = None,
+        origin: str = "",
     ) -> Ingested:
         """Validate, store durably and apply one event; a bad one is kept as rejected."""
         parsed = self.validate(event, line)
@@ -162,7 +172,9 @@ class Scorecard:
             return Ingested("accepted", event=event)
         if verdict == "duplicate":
             return Ingested("duplicate", event=event)
-        rejection = Rejection(CONFLICT, field="id", line=line, event_id=event.id, source=event.source, raw=event.body)
+        rejection = Rejection(
+            CONFLICT, field="id", line=line, event_id=event.id, source=event.source, raw=event.body
+        )
         self.store.reject(rejection, origin)
         return Ingested("rejected", rejection=rejection)
 

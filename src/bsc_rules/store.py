@@ -181,8 +181,16 @@ class SQLiteStore:
             self._conn.execute(
                 "INSERT OR IGNORE INTO rejected (origin, line, digest, event_id, source, field,"
                 " reason, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (origin, rejection.line or 0, content_digest(rejection.raw), rejection.event_id,
-                 rejection.source, rejection.field, rejection.message, rejection.raw),
+                (
+                    origin,
+                    rejection.line or 0,
+                    content_digest(rejection.raw),
+                    rejection.event_id,
+                    rejection.source,
+                    rejection.field,
+                    rejection.message,
+                    rejection.raw,
+                ),
             )
         except sqlite3.Error as exc:
             msg = f"cannot write to the database {self.path}: {exc}"
@@ -196,7 +204,7 @@ class SQLiteStore:
         rows = self._conn.execute(
             "SELECT origin, line, event_id, field, reason FROM rejected ORDER BY seq"
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
