@@ -107,7 +107,7 @@ def last_allowed_day(due_us: int) -> date:
 
 
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?P<fraction>\.\d+)?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
 )
 
 
@@ -120,8 +120,10 @@ def parse_instant(text: str) -> datetime:
     if shape.group("offset") is None:
         msg = f"expected a date-time with an explicit offset (e.g. +08:00), got {text!r}"
         raise ValueError(msg)
+    fraction = shape.group("fraction") or ""
+    normal = text.upper().replace(fraction, fraction[:7], 1) if fraction else text.upper()
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(normal)
     except ValueError:
         msg = f"expected an RFC 3339 date-time such as 2017-06-30T23:59:59+08:00, got {text!r}"
         raise ValueError(msg) from None

@@ -174,7 +174,8 @@ def _field_type(spec: FieldSpec) -> Any:
     if spec.kind == "enum":
         return Literal[spec.values]
     if spec.kind == "int":
-        return Annotated[StrictInt, Field(ge=spec.minimum, le=MAX_INT)]
+        low = -MAX_INT if spec.minimum is None else spec.minimum
+        return Annotated[StrictInt, Field(ge=low, le=MAX_INT)]
     if spec.kind == "bool":
         return StrictBool
     return StrictStr
@@ -212,7 +213,7 @@ _ADAPTER: TypeAdapter[Any] = TypeAdapter(
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = mask_text(repr(value))
     if len(text) > 60:
         text = text[:57] + "..."
     kind = {
@@ -266,6 +267,11 @@ def _error_text(error: Mapping[str, Any]) -> tuple[str, str]:
 _LONG_NUMBER = re.compile(rb"\d{16,}")
 
 
+def _no_constant(name: str) -> Any:
+    msg = f"{name} is not a JSON number"
+    raise ValueError(msg)
+
+
 def _decode(raw: bytes) -> Any:
     if not _LONG_NUMBER.search(raw):  # orjson turns integers past 64 bits into floats
         try:
@@ -273,10 +279,14 @@ def _decode(raw: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     try:  # the stdlib reads what orjson refuses but JSON allows (integers past 64 bits)
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        text = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
-        raise ValueError(text) from None
+        return json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        msg = f"{exc.msg.lower()} at column {exc.colno}"
+        raise ValueError(msg) from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
@@ -299,9 +309,7 @@ def parse_line(raw: bytes | str, line: int | None = None) -> Event | Rejection:
     try:
         obj = _decode(data)
     except ValueError as exc:
-        message = f"not valid JSON: {exc}"
-        if isinstance(raw, bytes) and not _is_utf8(raw):
-            message = "not valid UTF-8 text"
+        message = f"not valid JSON: {exc}" if _is_utf8(data) else "not valid UTF-8 text"
         return Rejection(message, line=line, raw=data)
     return parse_object(obj, line=line, raw=data)
 

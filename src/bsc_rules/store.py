@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 from bsc_rules.errors import StoreError
 from bsc_rules.events import Event, Rejection, content_digest
+from bsc_rules.privacy import mask_text
 
 Verdict = Literal["accepted", "duplicate", "conflict"]
 
