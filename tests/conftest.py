@@ -13,13 +13,24 @@ from bsc_rules.ruleset import RuleSet, load_ruleset
 _ids = itertools.count(1)
 
 
-def event(type_: str, time: str, subject: str, data: dict[str, Any] | None = None,
-          *, id: str | None = None, source: str = "/taipei/datong/registration",
-          **extra: Any) -> dict[str, Any]:
+def event(
+    type_: str,
+    time: str,
+    subject: str,
+    data: dict[str, Any] | None = None,
+    *,
+    id: str | None = None,
+    source: str = "/taipei/datong/registration",
+    **extra: Any,
+) -> dict[str, Any]:
     """A CloudEvent dict in the shape of spec/events.md."""
     obj: dict[str, Any] = {
-        "specversion": "1.0", "id": id or f"t-{next(_ids):07d}", "source": source,
-        "type": type_, "time": time, "subject": subject,
+        "specversion": "1.0",
+        "id": id or f"t-{next(_ids):07d}",
+        "source": source,
+        "type": type_,
+        "time": time,
+        "subject": subject,
     }
     if data is not None:
         obj["data"] = data

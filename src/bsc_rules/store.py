@@ -189,7 +189,7 @@ class SQLiteStore:
                     rejection.event_id,
                     rejection.source,
                     rejection.field,
-                    rejection.message,
+                    mask_text(rejection.message),
                     rejection.raw,
                 ),
             )

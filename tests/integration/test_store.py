@@ -84,7 +84,8 @@ def test_conflict_is_rejected_and_kept(tmp_path: Path, rules) -> None:
         assert card.ingest(first).status == "accepted"
         out = card.ingest(second)
         assert out.status == "rejected"
-        assert out.rejection is not None and out.rejection.field == "id"
+        assert out.rejection is not None
+        assert out.rejection.field == "id"
         assert card.report(AS_OF).kpis["AC1.1"].numerator == 300
     store = SQLiteStore(db)
     rows = store.rejections()
@@ -96,8 +97,19 @@ def test_conflict_is_rejected_and_kept(tmp_path: Path, rules) -> None:
 def test_rejected_events_keep_their_raw_bytes(tmp_path: Path, rules) -> None:
     """A bad line is stored whole, with its line number and reason."""
     db = tmp_path / "office.db"
-    lines = [b"not json\n", jsonl([event("survey.completed", "2017-03-01T10:00:00+08:00", "SV1",
-                                         {"mode": "online", "pages": 3})])]
+    lines = [
+        b"not json\n",
+        jsonl(
+            [
+                event(
+                    "survey.completed",
+                    "2017-03-01T10:00:00+08:00",
+                    "SV1",
+                    {"mode": "online", "pages": 3},
+                )
+            ]
+        ),
+    ]
     with Scorecard.open(db, rules, matcher="python") as card:
         summary = card.ingest_lines(lines, origin="f.jsonl")
     assert (summary.accepted, summary.rejected) == (1, 1)

@@ -56,7 +56,10 @@ def test_roc_dates() -> None:
     """ROC year = Gregorian − 1911, in the body, table and compact forms."""
     day = date(2017, 3, 22)
     assert (cal.roc_date(day), cal.roc_slash(day), cal.roc_compact(day)) == (
-        "106年3月22日", "106/03/22", "1060322")
+        "106年3月22日",
+        "106/03/22",
+        "1060322",
+    )
     assert cal.last_allowed_day(us("2017-03-23T00:00:00+08:00")) == day
 
 
@@ -81,8 +84,15 @@ def test_fake_clock_only_moves_forward() -> None:
 
 @pytest.mark.parametrize(
     ("text", "valid"),
-    [("A123456789", True), ("A123456788", False), ("AA00000009", True), ("A800000014", True),
-     ("A900000016", True), ("A323456789", False), ("I134567890", False)],
+    [
+        ("A123456789", True),
+        ("A123456788", False),
+        ("AA00000009", True),
+        ("A800000014", True),
+        ("A900000016", True),
+        ("A323456789", False),
+        ("I134567890", False),
+    ],
 )
 def test_id_checksums(text: str, valid: bool) -> None:
     """National IDs and both resident certificate formats are checksum-validated."""
