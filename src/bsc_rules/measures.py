@@ -27,6 +27,7 @@ from bsc_rules.ruleset import (
 )
 
 FollowUp = tuple[int, int, int]  # (time_us, arrival seq, condition mask)
+Period = tuple[int, int]  # [start, end) in microseconds
 
 
 class CaseRec:
@@ -148,8 +149,8 @@ def _records(book: CaseBook, kpi: Kpi) -> Iterator[CaseRec]:
     return iter(book.cases[kpi.population.type].values())
 
 
-def _ratio(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
-    lo, hi = year_bounds(year)
+def _ratio(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
+    lo, hi = period
     exclude = sum(c.mask for c in kpi.exclude)
     fail = sum(c.mask for c in kpi.fail)
     num = den = 0
@@ -196,8 +197,8 @@ def deadline_outcome(rec: CaseRec, kpi: Kpi, due: int, as_of: int) -> Outcome:
     return Outcome(True, True, end[0] < due)
 
 
-def _deadline(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
-    lo, hi = year_bounds(year)
+def _deadline(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
+    lo, hi = period
     index = book.deadline_index[kpi.id]
     num = den = 0
     for rec in _records(book, kpi):
@@ -209,8 +210,8 @@ def _deadline(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
     return Figures(num * SCORE_SCALE, den * SCORE_SCALE)
 
 
-def _count(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
-    lo, hi = year_bounds(year)
+def _count(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
+    lo, hi = period
     return Figures(
         sum(1 for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)), None
     )
@@ -220,10 +221,10 @@ def _field_index(book: CaseBook, kpi: Kpi, name: str) -> int:
     return book.rules.field_needs[kpi.population.type].index(name)
 
 
-def _sum(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+def _sum(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
     m = kpi.spec.measure
     assert isinstance(m, SumMeasure)
-    lo, hi = year_bounds(year)
+    lo, hi = period
     i = _field_index(book, kpi, m.field)
     if not m.cumulative:
         total = sum(
@@ -240,10 +241,10 @@ def _sum(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
     return Figures(before + during, _per(kpi, m.per), start=before)
 
 
-def _distinct(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
+def _distinct(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
     m = kpi.spec.measure
     assert isinstance(m, DistinctMeasure)
-    lo, hi = year_bounds(year)
+    lo, hi = period
     i = _field_index(book, kpi, m.field)
     seen = {r.vals[i] for r in _records(book, kpi) if _in_population(r, kpi, lo, hi, as_of)}
     return Figures(len(seen), _per(kpi, m.per))
@@ -255,16 +256,24 @@ def _per(kpi: Kpi, parameter: str | None) -> int | None:
 
 def aggregate(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
     """A KPI's figures for ``year`` counting what happened up to ``as_of``."""
+    return aggregate_period(book, kpi, year_bounds(year), as_of)
+
+
+def aggregate_period(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
+    """A KPI's figures over the period events of ``period`` (e.g. one month), up to ``as_of``.
+
+    Cumulative KPIs count everything before the period's end.
+    """
     m = kpi.spec.measure
     if isinstance(m, RatioMeasure):
-        return _ratio(book, kpi, year, as_of)
+        return _ratio(book, kpi, period, as_of)
     if isinstance(m, DeadlineMeasure):
-        return _deadline(book, kpi, year, as_of)
+        return _deadline(book, kpi, period, as_of)
     if isinstance(m, SumMeasure):
-        return _sum(book, kpi, year, as_of)
+        return _sum(book, kpi, period, as_of)
     if isinstance(m, DistinctMeasure):
-        return _distinct(book, kpi, year, as_of)
-    return _count(book, kpi, year, as_of)
+        return _distinct(book, kpi, period, as_of)
+    return _count(book, kpi, period, as_of)
 
 
 @dataclass(frozen=True, slots=True)
