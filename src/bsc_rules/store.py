@@ -207,6 +207,11 @@ class SQLiteStore:
         )
         return [tuple(r) for r in rows]
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for tables that share the log's transactions (the outbox)."""
+        return self._conn
+
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
 

@@ -1,0 +1,362 @@
+"""The transactional outbox: every notification is written here before it is sent.
+
+The outbox lives in the same SQLite file as the event log (its own table). The alert
+pipeline writes its transition rows and :meth:`Outbox.enqueue` in one transaction::
+
+    with transaction(conn):
+        ...  # alert transition rows
+        outbox.enqueue(mail, kind="overdue", alert_key=key, now_us=now)
+
+so a crash either keeps both or neither, and nothing decided is lost before it is sent.
+Enqueueing a ``Message-ID`` that is already there is a no-op: replays and restarts that
+decide the same notification again do not send it twice.
+
+Delivery (:func:`bsc_rules.mailer.deliver_due`) takes :meth:`Outbox.due` items, sends
+them and records the outcome with :meth:`Outbox.mark_sent` or :meth:`Outbox.mark_failed`;
+a failure is retried after an exponential backoff (:class:`RetryPolicy`) and parked as
+undeliverable at once on a permanent (5xx) error or when the retry budget is spent.
+:meth:`Outbox.retry` puts parked mail back in the queue.
+
+The outbox expects the connection of :mod:`bsc_rules.store` (``isolation_level=None``:
+transactions are explicit ``BEGIN IMMEDIATE`` / ``COMMIT``) and one delivering process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from email.utils import getaddresses
+from typing import Any, Literal
+
+from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND
+from bsc_rules.errors import UsageError
+from bsc_rules.notices import Mail
+from bsc_rules.privacy import mask_text
+
+Status = Literal["pending", "sent", "parked"]
+Render = Callable[[Mail], bytes]
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS outbox (
+    message_id      TEXT PRIMARY KEY,
+    created_us      INTEGER NOT NULL,
+    send_after_us   INTEGER NOT NULL,
+    sender          TEXT NOT NULL,
+    recipients      TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    body            BLOB NOT NULL,
+    alert_key       TEXT,
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'sent', 'parked')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_us INTEGER NOT NULL,
+    last_error      TEXT,
+    sent_us         INTEGER
+)""",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_us)",
+)
+_ERROR_LIMIT = 500
+_MINUTE_US = 60 * US_PER_SECOND
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` if the block raises.
+
+    Inside a transaction already, the block joins it (the outer one commits).
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed send is tried again, and when it is given up (parked).
+
+    The n-th failure waits ``first_delay_us * 2**(n-1)``, capped at ``max_delay_us``,
+    less a jitter of up to ``jitter`` of that delay derived from the Message-ID (so
+    messages spread out, and a replay waits exactly as long as the run it replays).
+    A message is parked when it fails for the ``max_attempts``-th time or fails
+    ``max_age_us`` or more after it was first due.
+    """
+
+    first_delay_us: int = _MINUTE_US
+    max_delay_us: int = 60 * _MINUTE_US
+    jitter: float = 0.1
+    max_attempts: int = 100
+    max_age_us: int = 3 * US_PER_DAY
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first_delay_us <= self.max_delay_us:
+            msg = "retry policy: first_delay_us must be positive and at most max_delay_us"
+            raise UsageError(msg)
+        if not 0 <= self.jitter < 1:
+            msg = f"retry policy: jitter must be in [0, 1), got {self.jitter}"
+            raise UsageError(msg)
+        if self.max_attempts < 1 or self.max_age_us < 0:
+            msg = "retry policy: max_attempts must be at least 1 and max_age_us not negative"
+            raise UsageError(msg)
+
+    def delay_us(self, message_id: str, attempts: int) -> int:
+        """How long to wait after the ``attempts``-th failed send of ``message_id``."""
+        base = min(self.first_delay_us << min(max(attempts - 1, 0), 62), self.max_delay_us)
+        seed = hashlib.sha256(f"{message_id}\0{attempts}".encode()).digest()
+        fraction = int.from_bytes(seed[:8], "big") / 2**64
+        return base - int(base * self.jitter * fraction)
+
+    def exhausted(self, attempts: int, age_us: int) -> bool:
+        """Whether a message that has failed ``attempts`` times, ``age_us`` after it was
+        first due, is given up."""
+        return attempts >= self.max_attempts or age_us >= self.max_age_us
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One message in the outbox. ``body`` is the RFC 5322 message, as sent."""
+
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    body: bytes
+    alert_key: str | None
+    kind: str
+    status: Status
+    attempts: int
+    created_us: int
+    send_after_us: int
+    next_attempt_us: int
+    last_error: str | None
+    sent_us: int | None
+
+
+def normal_message_id(message_id: str) -> str:
+    """``<local@domain>``, however the id was written (with or without brackets)."""
+    core = message_id.strip().strip("<>").strip()
+    if not core or any(c.isspace() or c in "<>" for c in core):
+        msg = f"not a usable Message-ID: {message_id!r}"
+        raise UsageError(msg)
+    return f"<{core}>"
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+
+
+def _parse_head(body: bytes) -> tuple[EmailMessage, str]:
+    head = BytesHeaderParser(policy=default_policy).parsebytes(body)
+    message_id = str(head.get("Message-ID", ""))
+    if not message_id:
+        msg = "the message has no Message-ID header: the outbox keys on it"
+        raise UsageError(msg)
+    return head, normal_message_id(message_id)
+
+
+def message_id_of(body: bytes) -> str:
+    """The ``<Message-ID>`` of an RFC 5322 message (:class:`UsageError` if it has none)."""
+    return _parse_head(body)[1]
+
+
+def _headers_of(body: bytes) -> _Envelope:
+    """Message-ID, sender, recipients and subject from a message's own headers."""
+    head, message_id = _parse_head(body)
+    fields = [str(v) for name in ("To", "Cc") for v in head.get_all(name, [])]
+    recipients = tuple(addr for _, addr in getaddresses(fields) if addr)
+    senders = [addr for _, addr in getaddresses([str(head.get("From", ""))]) if addr]
+    if not recipients or not senders:
+        msg = f"message {message_id}: needs a From and at least one To or Cc address"
+        raise UsageError(msg)
+    subject = mask_text(str(head.get("Subject", "")))
+    return _Envelope(message_id, senders[0], recipients, subject)
+
+
+def _render_with_module(mail: Mail) -> bytes:
+    """The project's renderer, imported on first use (rendering is its own stage)."""
+    module = importlib.import_module("bsc_rules.render")
+    to_bytes: Render = module.to_bytes
+    return to_bytes(mail)
+
+
+_FIELDS = tuple(f.name for f in fields(OutboxItem))
+_COLUMNS = ", ".join(_FIELDS)
+
+
+def _item(row: tuple[Any, ...]) -> OutboxItem:
+    """An item from a row of ``SELECT {_COLUMNS}``."""
+    values = dict(zip(_FIELDS, row, strict=True))
+    values["recipients"] = tuple(json.loads(values["recipients"]))
+    values["body"] = bytes(values["body"])
+    return OutboxItem(**values)
+
+
+class Outbox:
+    """The outbox table on a SQLite connection shared with the event log."""
+
+    def __init__(self, conn: sqlite3.Connection, render: Render | None = None) -> None:
+        if conn.isolation_level is not None:
+            msg = "the outbox needs a connection with isolation_level=None (explicit BEGIN)"
+            raise UsageError(msg)
+        self.conn = conn
+        self._render = render or _render_with_module
+        with transaction(conn):
+            for statement in SCHEMA:
+                conn.execute(statement)
+
+    def enqueue(
+        self,
+        mail: Mail | bytes,
+        *,
+        kind: str,
+        now_us: int,
+        alert_key: str | None = None,
+        send_after_us: int | None = None,
+    ) -> bool:
+        """Add a message to send at ``send_after_us`` (default ``now_us``), inside the
+        caller's open transaction (see :func:`transaction`); it does not commit.
+
+        ``mail`` is a :class:`Mail` (rendered here) or the RFC 5322 bytes; either way
+        Message-ID, envelope sender and recipients (From, To and Cc addresses) and
+        Subject are read from the message's headers. Return False when the Message-ID is
+        already in the outbox, whatever its status: then nothing changes.
+        """
+        if not self.conn.in_transaction:
+            msg = "enqueue runs inside the caller's transaction: use `with transaction(conn)`"
+            raise UsageError(msg)
+        body, env = self._prepare(mail)
+        due = now_us if send_after_us is None else send_after_us
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO outbox (message_id, created_us, send_after_us, sender,"
+            " recipients, subject, body, alert_key, kind, next_attempt_us)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (env.message_id, now_us, due, env.sender, json.dumps(env.recipients),
+             env.subject, body, alert_key, kind, due),
+        )  # fmt: skip
+        return cur.rowcount == 1
+
+    def _prepare(self, mail: Mail | bytes) -> tuple[bytes, _Envelope]:
+        if isinstance(mail, bytes):
+            return mail, _headers_of(mail)
+        body = self._render(mail)
+        rendered = _headers_of(body)  # bare addresses, the subject as sent (masked)
+        expected = normal_message_id(mail.message_id)
+        if rendered.message_id != expected:
+            msg = f"the rendered message has Message-ID {rendered.message_id}, the mail {expected}"
+            raise UsageError(msg)
+        return body, rendered
+
+    def get(self, message_id: str) -> OutboxItem | None:
+        """The message with this Message-ID, if it is in the outbox."""
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?",
+            (normal_message_id(message_id),),
+        ).fetchone()
+        return None if row is None else _item(row)
+
+    def due(self, now_us: int) -> list[OutboxItem]:
+        """Pending messages whose next attempt is at or before ``now_us``, oldest first."""
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_us <= ?"
+            " ORDER BY send_after_us, created_us, message_id",
+            (now_us,),
+        )
+        return [_item(r) for r in rows]
+
+    def items(self, status: Status | None = None) -> list[OutboxItem]:
+        """Every message (or those with ``status``), oldest first: ``bsc-rules outbox``."""
+        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY created_us, message_id", params
+        )
+        return [_item(r) for r in rows]
+
+    def parked(self) -> list[OutboxItem]:
+        """Messages given up as undeliverable (for the digest and the CLI)."""
+        return self.items("parked")
+
+    def mark_sent(self, message_id: str, now_us: int) -> None:
+        """Record that a pending message was accepted by the server at ``now_us``."""
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE outbox SET status = 'sent', sent_us = ?, attempts = attempts + 1"
+                " WHERE message_id = ? AND status = 'pending'",
+                (now_us, normal_message_id(message_id)),
+            )
+
+    def mark_failed(
+        self,
+        message_id: str,
+        now_us: int,
+        error: str,
+        *,
+        permanent: bool,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ) -> OutboxItem:
+        """Record a failed send: schedule the next attempt by ``policy``, or park the
+        message if the error is permanent or the retry budget is spent."""
+        with transaction(self.conn):
+            item = self._require(message_id, "pending")
+            attempts = item.attempts + 1
+            park = permanent or policy.exhausted(attempts, now_us - item.send_after_us)
+            wait = 0 if park else policy.delay_us(item.message_id, attempts)
+            updated = replace(
+                item,
+                status="parked" if park else "pending",
+                attempts=attempts,
+                next_attempt_us=now_us + wait,
+                last_error=mask_text(error)[:_ERROR_LIMIT],
+            )
+            self.conn.execute(
+                "UPDATE outbox SET status = ?, attempts = ?, next_attempt_us = ?,"
+                " last_error = ? WHERE message_id = ?",
+                (updated.status, attempts, updated.next_attempt_us, updated.last_error,
+                 item.message_id),
+            )  # fmt: skip
+        return updated
+
+    def _require(self, message_id: str, status: Status) -> OutboxItem:
+        item = self.get(message_id)
+        if item is None or item.status != status:
+            state = "not in the outbox" if item is None else item.status
+            msg = f"message {message_id} is {state}, not {status}"
+            raise UsageError(msg)
+        return item
+
+    def retry(self, message_id: str | None = None, *, now_us: int) -> int:
+        """Put a parked message (or every parked message) back in the queue, due at
+        ``now_us`` with a fresh retry budget (no attempts yet; ``send_after_us`` becomes
+        ``now_us``, which the age budget counts from). Return how many were put back."""
+        where, params = "", []
+        with transaction(self.conn):
+            if message_id is not None:
+                where = "AND message_id = ?"
+                params.append(self._require(message_id, "parked").message_id)
+            cur = self.conn.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_us = ?,"
+                f" send_after_us = ? WHERE status = 'parked' {where}",
+                (now_us, now_us, *params),
+            )
+        return cur.rowcount
