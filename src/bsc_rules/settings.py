@@ -57,9 +57,12 @@ class DigestSettings(_Part):
     hour: Annotated[int, Field(ge=0, le=23)] = 8
 
 
-def _default_recipients() -> dict[str, list[str]]:
-    sections = ("registration", "records", "general_affairs", "director")
-    return {s: [f"{s}@datong.example.org"] for s in sections}
+SectionCode = Literal["registration", "records", "general_affairs", "director"]
+SECTIONS: tuple[SectionCode, ...] = ("registration", "records", "general_affairs", "director")
+
+
+def _default_recipients() -> dict[SectionCode, list[str]]:
+    return {s: [f"{s}@datong.example.org"] for s in SECTIONS}
 
 
 class Settings(BaseSettings):
@@ -73,9 +76,7 @@ class Settings(BaseSettings):
     rules: Path | None = None
     templates: Path | None = None
     sender: Address = "bsc-rules@datong.example.org"
-    recipients: dict[
-        Literal["registration", "records", "general_affairs", "director"], list[Address]
-    ] = Field(default_factory=_default_recipients)
+    recipients: dict[SectionCode, list[Address]] = Field(default_factory=_default_recipients)
     smtp: SmtpSettings = SmtpSettings()
     smtp_password: SecretStr | None = None
     alerts: AlertSettings = AlertSettings()
@@ -85,7 +86,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _every_section(self) -> Settings:
-        missing = {"registration", "records", "general_affairs", "director"} - set(self.recipients)
+        missing = set(SECTIONS) - set(self.recipients)
         if missing:
             msg = f"recipients: every section needs an address; missing {sorted(missing)}"
             raise ValueError(msg)
