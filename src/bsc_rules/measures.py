@@ -10,11 +10,12 @@ pure functions of the book, the rules and the instant.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bsc_rules.calendar import US_PER_DAY, due_days_after, due_next_month, year_bounds
+from bsc_rules.calendar import US_PER_DAY, due_days_after, due_next_month, year_bounds, year_of
 from bsc_rules.events import FOLLOW_UP_OF, PERIOD_TYPES, Event
 from bsc_rules.ruleset import (
     SCORE_SCALE,
@@ -28,6 +29,7 @@ from bsc_rules.ruleset import (
 
 FollowUp = tuple[int, int, int]  # (time_us, arrival seq, condition mask)
 Period = tuple[int, int]  # [start, end) in microseconds
+FAR_FUTURE = 2**62
 
 
 class CaseRec:
@@ -75,35 +77,70 @@ def due_rule(kpi: Kpi) -> DueRule:
 
 
 class CaseBook:
-    """Every case record of a rule set, filled one event at a time in any order."""
+    """Every case record of a rule set, filled one event at a time in any order.
+
+    Besides the records it keeps running yearly totals of the KPIs whose figures do not
+    depend on the instant once every event is in (all but deadline KPIs), and a running
+    count of follow-ups still without their opening event: a report at or after the
+    latest event time (the live case) then costs no scan.
+    """
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.cases: dict[str, dict[str, CaseRec]] = {t: {} for t in PERIOD_TYPES}
         self._deadlines: dict[str, list[DueRule]] = {}
         self.deadline_index: dict[str, int] = {}
+        self._tracked: dict[str, list[Kpi]] = {}
+        self.totals: dict[str, dict[int, Counter[Any]]] = {}
+        self.max_time = -FAR_FUTURE
+        self.orphans = 0
         for kpi in rules.kpis.values():
             if isinstance(kpi.spec.measure, DeadlineMeasure):
                 rules_of_type = self._deadlines.setdefault(kpi.population.type, [])
                 self.deadline_index[kpi.id] = len(rules_of_type)
                 rules_of_type.append(due_rule(kpi))
+            else:
+                self._tracked.setdefault(kpi.population.type, []).append(kpi)
+                self.totals[kpi.id] = {}
 
     def add(self, event: Event, mask: int, seq: int) -> None:
         """Record one accepted event with the mask of the conditions it matched."""
-        opening = FOLLOW_UP_OF.get(event.type)
-        if opening is not None:
-            rec = self._rec(opening, event.subject)
+        self.max_time = max(self.max_time, event.time_us)
+        opening = FOLLOW_UP_OF.get(event.type) or event.type
+        rec = self._rec(opening, event.subject)
+        tracked = self._tracked.get(opening, ())
+        before = [_contribution(self, k, rec) for k in tracked]
+        if opening != event.type:
             if rec.follow is None:
                 rec.follow = []
             rec.follow.append((event.time_us, seq, mask))
+            self.orphans += rec.open_us is None
+        elif rec.open_us is None or (event.time_us, seq) < (rec.open_us, rec.open_seq):
+            self._open(rec, event, mask, seq)
+        for kpi, old in zip(tracked, before, strict=True):
+            new = _contribution(self, kpi, rec)
+            if new != old:
+                self._count(kpi, old, -1)
+                self._count(kpi, new, +1)
+
+    def _open(self, rec: CaseRec, event: Event, mask: int, seq: int) -> None:
+        if rec.open_us is None:
+            self.orphans -= len(rec.follow or ())
+        rec.open_us, rec.open_seq, rec.open_mask = event.time_us, seq, mask
+        needs = self.rules.field_needs.get(event.type, ())
+        rec.vals = tuple(event.data.get(name) for name in needs)
+        rules = self._deadlines.get(event.type, ())
+        rec.dues = tuple(rule(event.time_us) for rule in rules)
+
+    def _count(self, kpi: Kpi, part: Contribution, sign: int) -> None:
+        if part is None:
             return
-        rec = self._rec(event.type, event.subject)
-        if rec.open_us is None or (event.time_us, seq) < (rec.open_us, rec.open_seq):
-            rec.open_us, rec.open_seq, rec.open_mask = event.time_us, seq, mask
-            needs = self.rules.field_needs.get(event.type, ())
-            rec.vals = tuple(event.data.get(name) for name in needs)
-            rules = self._deadlines.get(event.type, ())
-            rec.dues = tuple(rule(event.time_us) for rule in rules)
+        year, amounts = part
+        bucket = self.totals[kpi.id].setdefault(year, Counter())
+        for key, amount in amounts:
+            bucket[key] += sign * amount
+            if bucket[key] == 0:
+                del bucket[key]
 
     def _rec(self, type_: str, subject: str) -> CaseRec:
         book = self.cases[type_]
@@ -112,14 +149,40 @@ class CaseBook:
             rec = book[subject] = CaseRec()
         return rec
 
+    def settled(self, as_of: int) -> bool:
+        """Whether every event is at or before ``as_of`` (running totals then apply)."""
+        return as_of >= self.max_time
+
     def unmatched(self, as_of: int) -> int:
         """Follow-ups up to ``as_of`` whose case has no opening event up to ``as_of``."""
+        if self.settled(as_of):
+            return self.orphans
         count = 0
         for type_ in set(FOLLOW_UP_OF.values()):
             for rec in self.cases[type_].values():
                 if rec.follow and (rec.open_us is None or rec.open_us > as_of):
                     count += sum(1 for item in rec.follow if item[0] <= as_of)
         return count
+
+
+# A case's part in a KPI's running totals: (year, ((key, amount), ...)), or None.
+Contribution = tuple[int, tuple[tuple[Any, int], ...]] | None
+
+
+def _contribution(book: CaseBook, kpi: Kpi, rec: CaseRec) -> Contribution:
+    """What one case adds to its KPI's yearly totals once all its events are in."""
+    if rec.open_us is None or not rec.open_mask & kpi.population.mask:
+        return None
+    year = year_of(rec.open_us)
+    m = kpi.spec.measure
+    if isinstance(m, RatioMeasure):
+        score = _score(kpi, rec.flags(FAR_FUTURE))
+        return None if score is None else (year, (("den", 1), ("num", score)))
+    if isinstance(m, SumMeasure):
+        return (year, (("sum", int(rec.vals[_field_index(book, kpi, m.field)])),))
+    if isinstance(m, DistinctMeasure):
+        return (year, ((("value", rec.vals[_field_index(book, kpi, m.field)]), 1),))
+    return (year, (("count", 1),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,23 +214,26 @@ def _records(book: CaseBook, kpi: Kpi) -> Iterator[CaseRec]:
 
 def _ratio(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
     lo, hi = period
-    exclude = sum(c.mask for c in kpi.exclude)
-    fail = sum(c.mask for c in kpi.fail)
     num = den = 0
     for rec in _records(book, kpi):
         if not _in_population(rec, kpi, lo, hi, as_of):
             continue
-        flags = rec.flags(as_of)
-        if flags & exclude:
-            continue
-        den += 1
-        if flags & fail:
-            continue
-        if kpi.credit:
-            num += min(SCORE_SCALE, sum(w for c, w in kpi.credit if flags & c.mask))
-        else:
-            num += SCORE_SCALE
+        score = _score(kpi, rec.flags(as_of))
+        if score is not None:
+            num += score
+            den += 1
     return Figures(num, den * SCORE_SCALE)
+
+
+def _score(kpi: Kpi, flags: int) -> int | None:
+    """A case's score in 1/SCORE_SCALE, or None when it is left out (excluded)."""
+    if any(flags & c.mask for c in kpi.exclude):
+        return None
+    if any(flags & c.mask for c in kpi.fail):
+        return 0
+    if kpi.credit:
+        return min(SCORE_SCALE, sum(w for c, w in kpi.credit if flags & c.mask))
+    return SCORE_SCALE
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +322,25 @@ def _per(kpi: Kpi, parameter: str | None) -> int | None:
 
 def aggregate(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
     """A KPI's figures for ``year`` counting what happened up to ``as_of``."""
+    if book.settled(as_of) and kpi.id in book.totals:
+        return _from_totals(kpi, book.totals[kpi.id], year)
     return aggregate_period(book, kpi, year_bounds(year), as_of)
+
+
+def _from_totals(kpi: Kpi, totals: dict[int, Counter[Any]], year: int) -> Figures:
+    """The figures of ``year`` from the running totals (every event at or before as_of)."""
+    m = kpi.spec.measure
+    bucket = totals.get(year, Counter())
+    if isinstance(m, RatioMeasure):
+        return Figures(bucket["num"], bucket["den"] * SCORE_SCALE)
+    if isinstance(m, SumMeasure):
+        if not m.cumulative:
+            return Figures(bucket["sum"], _per(kpi, m.per))
+        before = sum(b["sum"] for y, b in totals.items() if y < year)
+        return Figures(before + bucket["sum"], _per(kpi, m.per), start=before)
+    if isinstance(m, DistinctMeasure):
+        return Figures(len(bucket), _per(kpi, m.per))
+    return Figures(bucket["count"], None)
 
 
 def aggregate_period(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:

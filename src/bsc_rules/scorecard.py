@@ -186,4 +186,8 @@ class Scorecard:
 
     def report(self, as_of: datetime, year: int | None = None) -> Report:
         """The scorecard of ``year`` (default: the year of ``as_of``) at ``as_of``."""
-        return build_report(self.rules, self.book, to_us(as_of), year, self.store.rejected_count())
+        return self.report_at(to_us(as_of), year)
+
+    def report_at(self, as_of: int, year: int | None = None) -> Report:
+        """The same, at an instant in microseconds since the epoch."""
+        return build_report(self.rules, self.book, as_of, year, self.store.rejected_count())
