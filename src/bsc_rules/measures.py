@@ -11,7 +11,7 @@ pure functions of the book, the rules and the instant.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,14 +94,15 @@ class CaseBook:
         self.totals: dict[str, dict[int, Counter[Any]]] = {}
         self.max_time = -FAR_FUTURE
         self.orphans = 0
+        self.pending: dict[str, set[str]] = {}  # deadline cases not ended (by any time)
         for kpi in rules.kpis.values():
             if isinstance(kpi.spec.measure, DeadlineMeasure):
                 rules_of_type = self._deadlines.setdefault(kpi.population.type, [])
                 self.deadline_index[kpi.id] = len(rules_of_type)
                 rules_of_type.append(due_rule(kpi))
-            else:
-                self._tracked.setdefault(kpi.population.type, []).append(kpi)
-                self.totals[kpi.id] = {}
+                self.pending[kpi.id] = set()
+            self._tracked.setdefault(kpi.population.type, []).append(kpi)
+            self.totals[kpi.id] = {}
 
     def add(self, event: Event, mask: int, seq: int) -> None:
         """Record one accepted event with the mask of the conditions it matched."""
@@ -122,6 +123,16 @@ class CaseBook:
             if new != old:
                 self._count(kpi, old, -1)
                 self._count(kpi, new, +1)
+            if kpi.id in self.pending:
+                self._track_pending(kpi, rec, event.subject)
+
+    def _track_pending(self, kpi: Kpi, rec: CaseRec, subject: str) -> None:
+        opened = rec.open_us is not None and rec.open_mask & kpi.population.mask
+        due = rec.dues[self.deadline_index[kpi.id]] if opened else 0
+        if opened and not deadline_outcome(rec, kpi, due, FAR_FUTURE).ended:
+            self.pending[kpi.id].add(subject)
+        else:
+            self.pending[kpi.id].discard(subject)
 
     def _open(self, rec: CaseRec, event: Event, mask: int, seq: int) -> None:
         if rec.open_us is None:
@@ -175,6 +186,18 @@ def _contribution(book: CaseBook, kpi: Kpi, rec: CaseRec) -> Contribution:
         return None
     year = year_of(rec.open_us)
     m = kpi.spec.measure
+    if isinstance(m, DeadlineMeasure):
+        due = rec.dues[book.deadline_index[kpi.id]]
+        outcome = deadline_outcome(rec, kpi, due, FAR_FUTURE)
+        if not outcome.ended:
+            return None
+        return (
+            year,
+            (
+                ("den", int(outcome.counted)),
+                ("num", SCORE_SCALE * (outcome.counted and outcome.good)),
+            ),
+        )
     if isinstance(m, RatioMeasure):
         score = _score(kpi, rec.flags(FAR_FUTURE))
         return None if score is None else (year, (("den", 1), ("num", score)))
@@ -227,9 +250,9 @@ def _ratio(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
 
 def _score(kpi: Kpi, flags: int) -> int | None:
     """A case's score in 1/SCORE_SCALE, or None when it is left out (excluded)."""
-    if any(flags & c.mask for c in kpi.exclude):
+    if flags & kpi.masks["exclude"]:
         return None
-    if any(flags & c.mask for c in kpi.fail):
+    if flags & kpi.masks["fail"]:
         return 0
     if kpi.credit:
         return min(SCORE_SCALE, sum(w for c, w in kpi.credit if flags & c.mask))
@@ -248,11 +271,9 @@ class Outcome:
 def deadline_outcome(rec: CaseRec, kpi: Kpi, due: int, as_of: int) -> Outcome:
     """Pure decision of kpis.md's per-case deadlines for one case."""
     m = kpi.spec.measure
-    assert isinstance(m, DeadlineMeasure)
-    close = sum(c.mask for c in kpi.closed_by)
-    cancel = sum(c.mask for c in kpi.cancelled_by)
-    end = rec.first(as_of, close | cancel)
-    if m.count == "overdue":
+    close = kpi.masks["closed_by"]
+    end = rec.first(as_of, close | kpi.masks["cancelled_by"])
+    if m.count == "overdue":  # type: ignore[union-attr]
         if end is None:
             return Outcome(False, True, as_of >= due)
         if not end[2] & close:  # cancelled (rejected): left out if before due
@@ -264,10 +285,16 @@ def deadline_outcome(rec: CaseRec, kpi: Kpi, due: int, as_of: int) -> Outcome:
 
 
 def _deadline(book: CaseBook, kpi: Kpi, period: Period, as_of: int) -> Figures:
+    return _deadline_over(book, kpi, _records(book, kpi), period, as_of)
+
+
+def _deadline_over(
+    book: CaseBook, kpi: Kpi, recs: Iterable[CaseRec], period: Period, as_of: int
+) -> Figures:
     lo, hi = period
     index = book.deadline_index[kpi.id]
     num = den = 0
-    for rec in _records(book, kpi):
+    for rec in recs:
         if not _in_population(rec, kpi, lo, hi, as_of):
             continue
         outcome = deadline_outcome(rec, kpi, rec.dues[index], as_of)
@@ -322,16 +349,25 @@ def _per(kpi: Kpi, parameter: str | None) -> int | None:
 
 def aggregate(book: CaseBook, kpi: Kpi, year: int, as_of: int) -> Figures:
     """A KPI's figures for ``year`` counting what happened up to ``as_of``."""
-    if book.settled(as_of) and kpi.id in book.totals:
-        return _from_totals(kpi, book.totals[kpi.id], year)
-    return aggregate_period(book, kpi, year_bounds(year), as_of)
+    if not book.settled(as_of):
+        return aggregate_period(book, kpi, year_bounds(year), as_of)
+    figures = _from_totals(kpi, book.totals[kpi.id], year)
+    if kpi.id in book.pending:  # add the cases still open: they depend on as_of
+        lo, hi = year_bounds(year)
+        recs = book.cases[kpi.population.type]
+        extra = _deadline_over(book, kpi, (recs[s] for s in book.pending[kpi.id]), (lo, hi), as_of)
+        figures = Figures(
+            figures.numerator + extra.numerator,
+            (figures.denominator or 0) + (extra.denominator or 0),
+        )
+    return figures
 
 
 def _from_totals(kpi: Kpi, totals: dict[int, Counter[Any]], year: int) -> Figures:
     """The figures of ``year`` from the running totals (every event at or before as_of)."""
     m = kpi.spec.measure
     bucket = totals.get(year, Counter())
-    if isinstance(m, RatioMeasure):
+    if isinstance(m, RatioMeasure | DeadlineMeasure):
         return Figures(bucket["num"], bucket["den"] * SCORE_SCALE)
     if isinstance(m, SumMeasure):
         if not m.cumulative:
@@ -376,7 +412,11 @@ def open_cases(book: CaseBook, kpi: Kpi, as_of: int, window_days: int) -> list[C
     index = book.deadline_index[kpi.id]
     window = window_days * US_PER_DAY
     found = []
-    for subject, rec in book.cases[kpi.population.type].items():
+    recs = book.cases[kpi.population.type]
+    items: Iterable[tuple[str, CaseRec]] = (
+        ((s, recs[s]) for s in book.pending[kpi.id]) if book.settled(as_of) else recs.items()
+    )
+    for subject, rec in items:
         if rec.open_us is None or rec.open_us > as_of or not rec.open_mask & kpi.population.mask:
             continue
         due = rec.dues[index]

@@ -302,10 +302,20 @@ class Kpi:
     credit: tuple[tuple[Condition, int], ...] = ()
     closed_by: tuple[Condition, ...] = ()
     cancelled_by: tuple[Condition, ...] = ()
+    masks: dict[str, int] = field(init=False, repr=False, compare=False)
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def mask(self, role: str) -> int:
+        """The combined match mask of the conditions of one role (e.g. ``closed_by``)."""
+        return self.masks[role]
+
+    def __post_init__(self) -> None:
+        roles = ("exclude", "fail", "closed_by", "cancelled_by")
+        masks = {role: sum(c.mask for c in getattr(self, role)) for role in roles}
+        object.__setattr__(self, "masks", masks)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bsc_rules.calendar import year_bounds
-from bsc_rules.measures import aggregate, aggregate_period
+from bsc_rules.calendar import US_PER_DAY, year_bounds
+from bsc_rules.measures import FAR_FUTURE, aggregate, aggregate_period, open_cases
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.simulate import simulate
 from tests.conftest import jsonl
@@ -26,6 +26,23 @@ def test_totals_equal_scan(rules, seed: int) -> None:
                 fast = aggregate(card.book, kpi, year, as_of)
                 slow = aggregate_period(card.book, kpi, year_bounds(year), as_of)
                 assert fast == slow, (kpi.id, year)
+        _same_open_cases(card, rules, as_of)
+
+
+def _same_open_cases(card: Scorecard, rules, as_of: int) -> None:
+    """Open cases from the pending sets equal those from a scan of every record."""
+    book = card.book
+    for days in (0, 2, 30, 400):
+        for kpi_id in book.pending:
+            kpi = rules.kpis[kpi_id]
+            at = as_of + days * US_PER_DAY
+            fast = sorted(open_cases(book, kpi, at, 2), key=lambda c: c.subject)
+            saved, book.max_time = book.max_time, FAR_FUTURE  # force the scan
+            try:
+                slow = sorted(open_cases(book, kpi, at, 2), key=lambda c: c.subject)
+            finally:
+                book.max_time = saved
+            assert fast == slow
 
 
 def test_orphans_follow_openings(rules) -> None:
