@@ -1,0 +1,559 @@
+"""Render alerts and the monthly digest into mail (spec/notifications.md, "Messages").
+
+Templates are Jinja2 files in one folder, by default the project's ``notifications/``
+beside ``src/``; the office edits them without touching code. Per kind there is
+``KIND.txt.j2`` and ``KIND.html.j2``; the subject lines of all kinds are in
+``subjects.txt.j2``. Only that folder is searched (no ``..``, no other loader), templates
+run sandboxed with :class:`jinja2.StrictUndefined`, and ``.html`` templates autoescape.
+
+Personal data: every string taken from a notice is masked before a template sees it, and
+every rendered string (subject, text, HTML) is masked again as a last line of defence.
+:func:`to_bytes` makes the RFC 5322 message; no CR or LF reaches a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import traceback
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, is_dataclass, replace
+from datetime import date, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import yaml
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+)
+from jinja2 import select_autoescape as _select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from bsc_rules.calendar import (
+    TAIPEI,
+    US_PER_DAY,
+    from_us,
+    last_allowed_day,
+    local_date,
+    roc_date,
+    roc_slash,
+    roc_year,
+    to_us,
+    year_of,
+)
+from bsc_rules.charts import trend_png
+from bsc_rules.errors import BscRulesError, UsageError
+from bsc_rules.notices import (
+    AlertNotice,
+    CaseLine,
+    DigestData,
+    DigestRow,
+    KpiInfo,
+    Mail,
+    SentLine,
+    TrendPoint,
+)
+from bsc_rules.privacy import mask_text
+
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "KINDS",
+    "RenderError",
+    "environment",
+    "example",
+    "inline_images",
+    "one_line",
+    "preview",
+    "render_alert",
+    "render_digest",
+    "strategy_map",
+    "to_bytes",
+]
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "notifications"
+KINDS = ("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
+UNIT_SUFFIX = {"percent": "%", "count": "件", "pages": "頁"}
+_T = TypeVar("_T")
+
+
+class RenderError(BscRulesError):
+    """A notification template is missing, invalid or uses a value it was not given."""
+
+
+# --- filters ------------------------------------------------------------------------
+
+
+def _day(value: int | date) -> date:
+    """A calendar date from an instant (µs, read in Asia/Taipei) or a date."""
+    if isinstance(value, datetime):
+        return value.astimezone(TAIPEI).date()
+    return local_date(value) if isinstance(value, int) else value
+
+
+def f_roc_date(value: int | date) -> str:
+    """``106年3月22日``."""
+    return roc_date(_day(value))
+
+
+def f_roc_slash(value: int | date) -> str:
+    """``106/03/22``."""
+    return roc_slash(_day(value))
+
+
+def f_due_day(due: int, style: Literal["text", "slash"] = "text") -> str:
+    """The last allowed day of an exclusive due instant: 2017-03-23T00:00 → 106年3月22日."""
+    day = last_allowed_day(due)
+    return roc_slash(day) if style == "slash" else roc_date(day)
+
+
+def f_local_time(us: int, style: Literal["text", "slash"] = "text") -> str:
+    """``106年3月22日 08:00`` (or ``106/03/22 08:00``), Asia/Taipei."""
+    moment = from_us(us)
+    day = roc_slash(moment.date()) if style == "slash" else roc_date(moment.date())
+    return f"{day} {moment:%H:%M}"
+
+
+def f_number(value: float | None, unit: str = "") -> str:
+    """``99.95%``, ``379件``, ``1,250頁``; ``—`` without a value."""
+    if value is None:
+        return "—"
+    text = f"{value:,.2f}".rstrip("0").rstrip(".")
+    return ("0" if text == "-0" else text) + UNIT_SUFFIX.get(unit, unit)
+
+
+def f_comparator(direction: str) -> str:
+    """``≥`` when higher is better, ``≤`` when lower is."""
+    return "≤" if direction == "lower" else "≥"
+
+
+def f_goal(target: float | None, kpi: KpiInfo) -> str:
+    """The target with its comparator and unit, ``≥80%`` / ``≤0%``; 未訂定 without one."""
+    if target is None:
+        return "未訂定"
+    return f_comparator(kpi.direction) + f_number(target, kpi.unit)
+
+
+def f_days_since(due: int, as_of: int) -> int:
+    """Whole days from a due instant to ``as_of`` (0 on the first day late)."""
+    return max(0, (as_of - due) // US_PER_DAY)
+
+
+def f_recipient(address: str) -> str:
+    """The display name of ``名稱 <address>``, or the address itself."""
+    name, _, rest = address.partition("<")
+    return name.strip().strip('"') or rest.rstrip(">").strip()
+
+
+def f_mask(value: object) -> str:
+    """Any value as text with ID numbers masked."""
+    return mask_text(str(value))
+
+
+FILTERS = {
+    "roc_date": f_roc_date,
+    "roc_slash": f_roc_slash,
+    "due_day": f_due_day,
+    "local_time": f_local_time,
+    "number": f_number,
+    "comparator": f_comparator,
+    "goal": f_goal,
+    "days_since": f_days_since,
+    "mask": f_mask,
+    "recipient": f_recipient,
+}
+
+
+# --- environment and rendering ---------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _environment(folder: Path) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(str(folder), encoding="utf-8"),
+        autoescape=_select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def environment(templates: Path | None = None) -> SandboxedEnvironment:
+    """The Jinja2 environment over ``templates`` (default: the project's notifications/)."""
+    folder = (templates or DEFAULT_TEMPLATES).resolve()
+    if not folder.is_dir():
+        msg = f"notification templates folder {folder} not found (expected *.txt.j2, *.html.j2)"
+        raise RenderError(msg)
+    return _environment(folder)
+
+
+def _where(exc: BaseException, env: SandboxedEnvironment, name: str) -> str:
+    """``path, line N`` of the template line that failed, as far as known."""
+    if isinstance(exc, TemplateSyntaxError) and exc.lineno:
+        return f"{exc.filename or exc.name or name}, line {exc.lineno}"
+    loader = cast(FileSystemLoader, env.loader)
+    roots = tuple(str(Path(p)) for p in loader.searchpath)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(roots):
+            return f"{frame.filename}, line {frame.lineno}"
+    return f"{roots[0]}/{name}"
+
+
+def _render(env: SandboxedEnvironment, name: str, context: Mapping[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except TemplateNotFound as exc:
+        folder = cast(FileSystemLoader, env.loader).searchpath[0]
+        msg = (
+            f"template {exc.name!r} not found in the notification templates folder {folder}"
+            f" (needed by {name}; only files inside that folder can be used)"
+        )
+        raise RenderError(msg) from exc
+    except TemplateError as exc:
+        detail = exc.message or type(exc).__name__
+        msg = f"template {name} ({_where(exc, env, name)}): {detail}"
+        raise RenderError(msg) from exc
+
+
+def _masked(value: _T) -> _T:
+    """``value`` with every string in it (dataclass fields, tuples, dicts) masked."""
+    if isinstance(value, str):
+        return cast(_T, mask_text(value))
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _masked(getattr(value, f.name)) for f in fields(value)}
+        return cast(_T, replace(value, **changes))
+    if isinstance(value, tuple):
+        return cast(_T, tuple(_masked(v) for v in value))
+    if isinstance(value, dict):
+        return cast(_T, {_masked(k): _masked(v) for k, v in value.items()})
+    return value
+
+
+def one_line(text: str) -> str:
+    """Header-safe text: control characters (CR, LF, TAB, …) become single spaces."""
+    return " ".join(re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]", " ", text).split())
+
+
+def _compose(
+    env: SandboxedEnvironment,
+    kind: str,
+    context: dict[str, Any],
+    envelope: dict[str, Any],
+    images: tuple[tuple[str, bytes], ...] = (),
+) -> Mail:
+    """Subject first (the bodies show it), then the text and HTML parts; all masked."""
+    subject = mask_text(one_line(_render(env, "subjects.txt.j2", context)))
+    context = {**context, "mail_subject": subject}
+    text = mask_text(_render(env, f"{kind}.txt.j2", context))
+    html = mask_text(_render(env, f"{kind}.html.j2", context))
+    return Mail(subject=subject, text=text, html=html, images=images, **envelope)
+
+
+def _envelope(
+    sender: str, to: Iterable[str], message_id: str, date: int, headers: Iterable[tuple[str, str]]
+) -> dict[str, Any]:
+    return {
+        "sender": mask_text(one_line(sender)),
+        "to": tuple(mask_text(one_line(t)) for t in to),
+        "message_id": mask_text(one_line(message_id)),
+        "date": date,
+        "headers": tuple((name, mask_text(one_line(value))) for name, value in headers),
+    }
+
+
+def _alert_context(n: AlertNotice, office_name: str, date: int) -> dict[str, Any]:
+    """What an alert template sees (``n`` already masked); see subjects.txt.j2."""
+    return {
+        "kind": n.kind,
+        "office": office_name,
+        "kpi": n.kpi,
+        "as_of": n.as_of,
+        "value": n.value,
+        "target": n.target,
+        "status": n.status,
+        "case_id": n.subject,
+        "opened": n.opened,
+        "due": n.due,
+        "resolved_from": n.resolved_from,
+        "escalated": n.escalated,
+        "repeat": n.repeat,
+        "note": n.acknowledged_note,
+        "alert_key": n.alert_key,
+        "year": roc_year(year_of(n.as_of)),
+        "days_overdue": f_days_since(n.due, n.as_of) if n.due is not None else None,
+        "date": date,
+    }
+
+
+def render_alert(
+    notice: AlertNotice,
+    *,
+    office_name: str,
+    sender: str,
+    to: tuple[str, ...],
+    message_id: str,
+    date: int,
+    templates: Path | None = None,
+) -> Mail:
+    """One alert notification as mail (subject, plain text and HTML)."""
+    env = environment(templates)
+    context = _alert_context(_masked(notice), office_name, date)
+    headers = [("Auto-Submitted", "auto-generated"), ("X-BSC-Kind", notice.kind)]
+    headers.append(("X-BSC-Alert-Key", notice.alert_key))
+    return _compose(env, notice.kind, context, _envelope(sender, to, message_id, date, headers))
+
+
+# --- digest --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MapRow:
+    """One perspective of the strategy map: a cell per theme, or one spanning cell."""
+
+    code: str
+    name: str
+    common: bool
+    cells: tuple[tuple[DigestRow, ...], ...]
+
+
+def strategy_map(digest: DigestData) -> tuple[list[tuple[str, str]], list[MapRow]]:
+    """Themes (columns) and perspective rows laid out like the seed's strategy map.
+
+    A theme whose name says 共通 (common, e.g. L 學習成長（共通項目）) and whose code is a
+    perspective's gets that perspective's row to itself, spanning every column.
+    """
+    themes = dict(digest.themes) or {r.kpi.theme: r.kpi.theme_name for r in digest.rows}
+    persp = dict(digest.perspectives) or {
+        r.kpi.perspective: r.kpi.perspective_name for r in digest.rows
+    }
+    common = {code for code, name in themes.items() if "共通" in name and code in persp}
+    columns = [(code, name) for code, name in themes.items() if code not in common]
+    rows = []
+    for code, name in persp.items():
+        mine = tuple(r for r in digest.rows if r.kpi.perspective == code)
+        if code in common:
+            rows.append(MapRow(code, name, True, (mine,)))
+            continue
+        cells = tuple(tuple(r for r in mine if r.kpi.theme == t) for t, _ in columns)
+        rows.append(MapRow(code, name, False, cells))
+    return columns, rows
+
+
+def chart_cid(kpi_id: str) -> str:
+    """The ``cid:`` name of a KPI's trend chart."""
+    return f"chart-{re.sub(r'[^A-Za-z0-9.-]', '-', kpi_id)}@bsc-rules"
+
+
+def render_digest(
+    digest: DigestData,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    message_id: str,
+    date: int,
+    templates: Path | None = None,
+) -> Mail:
+    """The monthly compliance digest as mail, with a trend chart per KPI inline."""
+    env = environment(templates)
+    d = _masked(digest)
+    images = tuple((chart_cid(r.kpi.id), trend_png(r.trend, status=r.status)) for r in d.rows)
+    columns, map_rows = strategy_map(d)
+    context: dict[str, Any] = {
+        "kind": "digest",
+        "office": d.office_name,
+        "digest": d,
+        "rows": d.rows,
+        "year": roc_year(d.year),
+        "month": d.month,
+        "as_of": d.as_of,
+        "audience": d.audience,
+        "audience_name": d.audience_name,
+        "months": list(range(1, d.month + 1)),
+        "map_columns": columns,
+        "map_rows": map_rows,
+        "charts": {r.kpi.id: chart_cid(r.kpi.id) for r in d.rows},
+        "counts": Counter(r.status for r in d.rows),
+        "date": date,
+    }
+    headers = [("Auto-Submitted", "auto-generated"), ("X-BSC-Kind", "digest")]
+    return _compose(
+        env, "digest", context, _envelope(sender, to, message_id, date, headers), images
+    )
+
+
+# --- RFC 5322 ------------------------------------------------------------------------
+
+_CORE_HEADERS = {"from", "to", "subject", "date", "message-id", "mime-version"}
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+
+
+def _extra_headers(mail: Mail) -> list[tuple[str, str]]:
+    """``mail.headers`` checked: a field name is printable ASCII without a colon."""
+    extra = []
+    for name, value in mail.headers:
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _CORE_HEADERS:
+            msg = f"mail header name {name!r} is not allowed (a field name other than From/To/…)"
+            raise UsageError(msg)
+        extra.append((name, _header(value)))
+    return extra
+
+
+def _header(text: str) -> str:
+    """A header value: one line, ID numbers masked."""
+    return mask_text(one_line(text))
+
+
+def _message_id(text: str) -> str:
+    value = _header(text).replace(" ", "")
+    return value if value.startswith("<") else f"<{value}>"
+
+
+def _fix_boundaries(message: EmailMessage, seed: str) -> None:
+    """MIME boundaries derived from the Message-ID, so equal mail gives equal bytes."""
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:24]
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"==_bsc_{index}_{digest}")
+
+
+def to_bytes(mail: Mail) -> bytes:
+    """The mail as RFC 5322 bytes: multipart/alternative (text, then HTML + inline PNGs)."""
+    message = EmailMessage(policy=SMTP)
+    message["MIME-Version"] = "1.0"
+    message["Message-ID"] = _message_id(mail.message_id)
+    message["Date"] = format_datetime(from_us(mail.date))
+    message["From"] = _header(mail.sender)
+    if mail.to:
+        message["To"] = ", ".join(_header(t) for t in mail.to)
+    message["Subject"] = _header(mail.subject)
+    for name, value in _extra_headers(mail):
+        message[name] = value
+    message.set_content(mask_text(mail.text), subtype="plain", charset="utf-8", cte="base64")
+    message.add_alternative(mask_text(mail.html), subtype="html", charset="utf-8", cte="base64")
+    html = list(message.iter_parts())[1]
+    for name, data in mail.images:
+        cid = one_line(name).replace(" ", "")
+        filename = cid.split("@", 1)[0] + ".png"
+        html.add_related(data, "image", "png", cid=f"<{cid}>", filename=filename)
+    _fix_boundaries(message, message["Message-ID"])
+    return message.as_bytes(policy=SMTP)
+
+
+def inline_images(html: str, images: Iterable[tuple[str, bytes]]) -> str:
+    """``html`` with ``cid:`` references replaced by ``data:`` URIs (browser previews)."""
+    for name, data in images:
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        html = html.replace(f"cid:{name}", uri)
+    return html
+
+
+def preview(kind: str, part: Literal["text", "html"]) -> str:
+    """The example of ``kind`` as plain text, or as HTML with its images inlined."""
+    mail = example(kind)
+    return mail.text if part == "text" else inline_images(mail.html, mail.images)
+
+
+def example(kind: str, templates: Path | None = None) -> Mail:
+    """A realistic example mail of ``kind`` (Datong, 2017) from notifications/examples.yaml."""
+    if kind not in KINDS:
+        msg = f"unknown notification kind {kind!r}; expected one of {', '.join(KINDS)}"
+        raise UsageError(msg)
+    data = _example_data()
+    recipients = data["recipients"]
+    spec = data["digest"] if kind == "digest" else data["alerts"][kind]
+    envelope: dict[str, Any] = {
+        "sender": data["sender"],
+        "to": tuple(recipients[r] for r in spec["to"]),
+        "templates": templates,
+    }
+    if kind == "digest":
+        digest = _example_digest(data)
+        envelope["message_id"] = f"<digest.{digest.year}-{digest.month:02d}@{data['mail_domain']}>"
+        return render_digest(digest, date=_at(spec["sent"]), **envelope)
+    notice = _example_notice(data, spec["notice"])
+    key = re.sub(r"[^A-Za-z0-9.-]", "-", notice.alert_key)
+    envelope["message_id"] = f"<{kind}.{key}@{data['mail_domain']}>"
+    return render_alert(notice, office_name=data["office"], date=notice.as_of, **envelope)
+
+
+# --- example data --------------------------------------------------------------------
+
+
+def _example_data() -> dict[str, Any]:
+    path = DEFAULT_TEMPLATES / "examples.yaml"
+    try:
+        return cast(dict[str, Any], yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError) as exc:
+        msg = f"cannot read the example data {path}: {exc}"
+        raise RenderError(msg) from exc
+
+
+def _at(text: str) -> int:
+    """An instant from local time text such as ``2017-05-31T08:00`` (Asia/Taipei)."""
+    return to_us(datetime.fromisoformat(text).replace(tzinfo=TAIPEI))
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _example_kpis(data: dict[str, Any]) -> dict[str, KpiInfo]:
+    kpis = {}
+    for kid, (name, obj, obj_name, theme, persp, owner, unit, direction) in data["kpis"].items():
+        kpis[kid] = KpiInfo(
+            kid, name, obj, obj_name, theme, data["themes"][theme], persp,
+            data["perspectives"][persp], owner, data["sections"][owner], unit, direction,
+        )  # fmt: skip
+    return kpis
+
+
+def _example_notice(data: dict[str, Any], spec: dict[str, Any]) -> AlertNotice:
+    fields_ = dict(spec, kpi=_example_kpis(data)[spec["kpi"]])
+    for name in ("as_of", "opened", "due"):
+        if name in fields_:
+            fields_[name] = _at(fields_[name])
+    for name in ("value", "target"):
+        fields_[name] = _number(fields_[name])
+    return AlertNotice(**fields_)
+
+
+def _example_rows(data: dict[str, Any]) -> tuple[DigestRow, ...]:
+    kpis, rows = _example_kpis(data), []
+    for kid, (month, ytd, target, status, num, den, trend) in data["digest"]["rows"].items():
+        goal = _number(target)
+        points = tuple(TrendPoint(m, _number(v), goal) for m, v in enumerate(trend, 1))
+        values = (_number(month), _number(ytd), goal, status, _number(num), _number(den))
+        rows.append(DigestRow(kpis[kid], *values, points))
+    return tuple(rows)
+
+
+def _example_digest(data: dict[str, Any]) -> DigestData:
+    spec, recipients = data["digest"], data["recipients"]
+    sent = tuple(
+        SentLine(_at(at), subject, tuple(recipients[r] for r in to), key, ack)
+        for at, to, key, ack, subject in spec["notified"]
+    )
+    return DigestData(
+        data["office"], spec["audience"], data["sections"][spec["audience"]],
+        spec["year"], spec["month"], _at(spec["as_of"]), _example_rows(data),
+        open_cases=tuple(
+            CaseLine(c["kpi_id"], c["subject"], c["state"], _at(c["due"]))
+            for c in spec["open_cases"]
+        ),
+        notified=sent,
+        unacknowledged=tuple(sent[i] for i in spec["unacknowledged"]),
+        undeliverable=tuple(replace(sent[i], error=e) for i, e in spec["undeliverable"]),
+        themes=data["themes"], perspectives=data["perspectives"],
+    )  # fmt: skip

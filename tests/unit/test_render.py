@@ -1,0 +1,545 @@
+"""Rendering alerts and the monthly digest into mail (spec/notifications.md, "Messages")."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from dataclasses import replace
+from datetime import date, datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bsc_rules import render
+from bsc_rules.calendar import TAIPEI, to_us
+from bsc_rules.charts import trend_png
+from bsc_rules.errors import UsageError
+from bsc_rules.notices import AlertNotice, CaseLine, DigestData, KpiInfo, Mail, SentLine, TrendPoint
+from bsc_rules.privacy import find_ids
+from bsc_rules.render import (
+    KINDS,
+    RenderError,
+    example,
+    preview,
+    render_alert,
+    render_digest,
+    strategy_map,
+    to_bytes,
+)
+
+PREFIXES = {
+    "due_soon": "【KPI預警】",
+    "at_risk": "【KPI預警】",
+    "overdue": "【KPI警示】",
+    "breached": "【KPI警示】",
+    "resolved": "【已解除】",
+    "digest": "【月報】",
+}
+FOOTER = "內含公務資料，請勿轉寄"
+BP = KpiInfo(
+    "BP1.1", "生育獎勵金逾期核發案件比例", "BP1", "打造「樂婚、願生、能養」幸福臺北",
+    "B", "營造多元幸福氛圍", "P", "內部流程", "registration", "戶籍登記課", "percent", "lower",
+)  # fmt: skip
+TF = replace(BP, id="TF1.1", name="節能減紙", unit="pages", direction="higher")
+
+
+def at(text: str) -> int:
+    """An Asia/Taipei local time as microseconds."""
+    return to_us(datetime.fromisoformat(text).replace(tzinfo=TAIPEI))
+
+
+TF_AT_RISK = AlertNotice("at_risk", "kpi:TF1.1", TF, at("2017-05-10T08:00"), 310, 1250, "at_risk")
+
+
+def case_notice(kind: str = "due_soon", subject: str = "BS1060315001", **kw: object) -> AlertNotice:
+    """A BP1.1 case alert: applied 2017-03-15, due 2017-03-23T00:00 (last day 03-22)."""
+    fields: dict[str, object] = {
+        "kind": kind,
+        "alert_key": f"case:BP1.1:{subject}",
+        "kpi": BP,
+        "as_of": at("2017-03-21T00:00"),
+        "value": 0.0,
+        "target": 0.0,
+        "status": "met",
+        "subject": subject,
+        "opened": at("2017-03-15T09:30"),
+        "due": at("2017-03-23T00:00"),
+    }
+    fields.update(kw)
+    return AlertNotice(**fields)  # type: ignore[arg-type]
+
+
+def alert(notice: AlertNotice, templates: Path | None = None, **kw: object) -> Mail:
+    """Render ``notice`` with a fixed envelope."""
+    envelope: dict[str, object] = {
+        "office_name": "臺北市大同區戶政事務所",
+        "sender": "KPI <bsc@dthr.example>",
+        "to": ("戶籍登記課 <registration@dthr.example>",),
+        "message_id": "<m1@dthr.example>",
+        "date": notice.as_of,
+        "templates": templates,
+    }
+    envelope.update(kw)
+    return render_alert(notice, **envelope)  # type: ignore[arg-type]
+
+
+def parts(mail: Mail) -> dict[str, str]:
+    """Subject, text, HTML and the decoded RFC 5322 message of ``mail``."""
+    parsed = BytesParser(policy=default).parsebytes(to_bytes(mail))
+    assert isinstance(parsed, EmailMessage)
+    decoded = "\n".join(
+        p.get_content() for p in parsed.walk() if p.get_content_maintype() == "text"
+    )
+    return {
+        "subject": mail.subject,
+        "text": mail.text,
+        "html": mail.html,
+        "bytes": to_bytes(mail).decode("ascii"),
+        "decoded": str(parsed["Subject"]) + str(parsed["X-BSC-Alert-Key"]) + decoded,
+    }
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    """A copy of the project's notification templates, free to break."""
+    folder = tmp_path / "notifications"
+    shutil.copytree(render.DEFAULT_TEMPLATES, folder)
+    return folder
+
+
+# --- every kind -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_renders_both_parts(kind: str) -> None:
+    """Each example has the kind's prefix, ROC dates, the footer, text and mail-safe HTML."""
+    mail = example(kind)
+    assert mail.subject.startswith(PREFIXES[kind])
+    assert "\n" not in mail.subject
+    for body in (mail.text, mail.html):
+        assert FOOTER in body
+        assert "106年" in body
+        assert "2017" not in body
+    assert "主旨：" in mail.text
+    assert "說明：" in mail.text
+    assert "一、" in mail.text
+    assert "三、" in mail.text
+    assert "max-width:760px" in mail.html
+    assert not re.search(r"<script|<link|@import|(?:src|href)=\"https?:", mail.html, re.I)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_example_is_repeatable(kind: str) -> None:
+    """The same example gives the same mail and the same bytes."""
+    assert example(kind) == example(kind)
+    assert to_bytes(example(kind)) == to_bytes(example(kind))
+
+
+def test_unknown_kind_is_refused() -> None:
+    """An unknown kind names the valid ones."""
+    with pytest.raises(UsageError, match="due_soon"):
+        example("reminder")
+
+
+@pytest.mark.parametrize(
+    ("notice", "prefix", "words"),
+    [
+        (case_notice("due_soon"), "【KPI預警】", ["請儘速辦理", "106年3月22日（含）前"]),
+        (
+            case_notice("overdue", as_of=at("2017-03-24T00:00"), status="breached", value=0.3),
+            "【KPI警示】",
+            ["已逾期1日", "完成生育獎勵金撥款", "回復處理情形"],
+        ),
+        (
+            case_notice("overdue", as_of=at("2017-03-26T00:00"), escalated=True, repeat=3),
+            "【KPI警示】（陳報主任）",
+            ["已逾期3日", "陳報主任核閱", "第4次通知"],
+        ),
+        (
+            case_notice("resolved", as_of=at("2017-03-24T10:00"), resolved_from="overdue"),
+            "【已解除】",
+            ["逾期警示解除", "已於106年3月24日 10:00辦結"],
+        ),
+        (
+            TF_AT_RISK,
+            "【KPI預警】",
+            ["310頁", "≥1,250頁", "落後", "推動以系統調查取代紙本問卷"],
+        ),
+        (
+            AlertNotice("breached", "kpi:BP1.1", BP, at("2017-04-20T00:00"), 0.31, 0, "breached"),
+            "【KPI警示】",
+            ["0.31%", "≤0%", "未達成", "簽陳主任核閱"],
+        ),
+        (
+            replace(
+                TF_AT_RISK, kind="resolved", value=520, status="on_track", resolved_from="at_risk"
+            ),
+            "【已解除】",
+            ["已回復「進度正常」", "落後預警解除"],
+        ),
+    ],
+    ids=[
+        "due_soon",
+        "overdue",
+        "escalated",
+        "resolved-case",
+        "at_risk",
+        "breached",
+        "resolved-kpi",
+    ],
+)
+def test_alert_wording(notice: AlertNotice, prefix: str, words: list[str]) -> None:
+    """Prefix, KPI id and name, objective, value, target, request and footer in both parts."""
+    mail = alert(notice)
+    assert mail.subject.startswith(prefix)
+    for body in (mail.text, mail.html):
+        for word in [notice.kpi.id, notice.kpi.name, notice.kpi.objective_code, FOOTER, *words]:
+            assert word in body, word
+
+
+def test_deadline_is_the_last_allowed_day() -> None:
+    """Due 2017-03-23T00:00+08:00 shows as 106年3月22日（含）前, never as the 23rd."""
+    mail = alert(case_notice("due_soon"))
+    for body in (mail.subject, mail.text, mail.html):
+        assert "106年3月22日（含）前" in body
+        assert "3月23日" not in body
+
+
+def test_digest_shows_due_dates_in_table_form() -> None:
+    """Open cases in the digest: last allowed day as 106/05/26, days overdue counted."""
+    mail = example("digest")
+    assert "106/05/26（含）前" in mail.html
+    assert "106/05/26（含）前，已逾期4日" in mail.text
+    heading = "臺北市大同區戶政事務所106年度平衡計分卡KPI執行情形月報（106年5月）"
+    assert heading in mail.text
+    assert heading in mail.html
+    assert mail.subject == "【月報】本所106年5月份KPI執行情形，敬請查閱"
+
+
+def test_digest_content() -> None:
+    """Every KPI with values, status labels and a chart; cases, notices, bounces listed."""
+    mail = example("digest")
+    for kpi in ("AC1.1", "AC1.2", "AP1.1", "AP2.1", "BC1.1", "BP1.1", "CC1.1", "CP1.1"):
+        assert f'src="cid:chart-{kpi}@bsc-rules"' in mail.html
+    assert len(mail.images) == 10
+    for word in ("達成", "進度正常", "落後", "未達成", "99.95%", "≥1,250頁", "152件"):
+        assert word in mail.html
+    assert "#cf222e" in mail.html  # red for 未達成
+    assert "#9a6700" in mail.html  # amber for 落後
+    assert "BS1060519004" in mail.text
+    assert "收件信箱已滿" in mail.html
+    assert "表五、尚未確認之警示（3則）" in mail.text
+
+
+def test_digest_for_a_section_names_it() -> None:
+    """A section's digest says whose KPIs it covers."""
+    data = render._example_digest(render._example_data())
+    rows = tuple(r for r in data.rows if r.kpi.owner == "records")
+    section = replace(data, audience="records", audience_name="戶籍資料課", rows=rows)
+    mail = render_digest(section, sender="a@b.example", to=(), message_id="<d@x>", date=0)
+    assert mail.subject == "【月報】本所106年5月份KPI執行情形（戶籍資料課），敬請查閱"
+    assert len(mail.images) == 3
+
+
+def test_strategy_map_layout() -> None:
+    """Themes A/B/C as columns; perspectives C/P as cells per theme, L/F spanning."""
+    columns, rows = strategy_map(render._example_digest(render._example_data()))
+    assert [code for code, _ in columns] == ["A", "B", "C"]
+    assert [(r.code, r.common, len(r.cells)) for r in rows] == [
+        ("C", False, 3),
+        ("P", False, 3),
+        ("L", True, 1),
+        ("F", True, 1),
+    ]
+    process = rows[1]
+    assert [[row.kpi.id for row in cell] for cell in process.cells] == [
+        ["AP1.1", "AP2.1"],
+        ["BP1.1"],
+        ["CP1.1"],
+    ]
+
+
+# --- personal data, escaping, headers -------------------------------------------------
+
+
+def test_ids_are_masked_everywhere() -> None:
+    """A123456789 / AA00000009 planted in event fields appear only masked, in every part."""
+    notice = case_notice(
+        "resolved",
+        subject="A123456789",
+        resolved_from="overdue",
+        acknowledged_note="申請人AA00000009已撥款",
+    )
+    mail = alert(notice, message_id="<resolved.A123456789@dthr.example>")
+    for name, body in parts(mail).items():
+        assert find_ids(body) == [], name
+        assert "A123456789" not in body
+        assert "AA00000009" not in body
+    assert "A12345****" in mail.subject
+    assert "AA0000****" in mail.text
+    assert "AA0000****" in mail.html
+
+
+def test_digest_masks_ids() -> None:
+    """IDs in open cases, notification subjects and errors of a digest are masked."""
+    data = render._example_digest(render._example_data())
+    line = SentLine(at("2017-05-02T08:00"), "案件A123456789", ("x@y.example",), error="AA00000009")
+    planted = replace(
+        data,
+        open_cases=(CaseLine("BP1.1", "A123456789", "overdue", at("2017-05-20T00:00")),),
+        notified=(line,),
+        undeliverable=(line,),
+    )
+    mail = render_digest(
+        planted, sender="a@b.example", to=("c@d.example",), message_id="<d@x>", date=0
+    )
+    for name, body in parts(mail).items():
+        assert find_ids(body) == [], name
+    assert "A12345****" in mail.html
+    assert "AA0000****" in mail.text
+
+
+def test_html_escapes_event_values() -> None:
+    """A case id with markup is escaped in the HTML part and kept literal in the text."""
+    mail = alert(case_notice(subject="<script>alert(1)</script>"))
+    assert "<script" not in mail.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail.html
+    assert "<script>alert(1)</script>" in mail.text
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["subject", "alert_key"],
+)
+def test_event_values_cannot_add_headers(field: str) -> None:
+    """CR/LF in a case id or alert key never reaches a header: no Bcc is added."""
+    notice = replace(case_notice(), **{field: "BS1\r\nBcc: x@y.example\nX-Evil: 1"})
+    raw = to_bytes(alert(notice))
+    parsed = message_from_bytes(raw, policy=default)
+    assert parsed["Bcc"] is None
+    assert parsed["X-Evil"] is None
+    assert b"\nBcc:" not in raw
+    assert b"\nX-Evil" not in raw
+
+
+def test_mail_fields_cannot_add_headers() -> None:
+    """CR/LF in any Mail field (subject, ids, addresses, extra header values) is flattened."""
+    evil = "\r\nBcc: x@y.example"
+    mail = Mail(
+        message_id=f"<m@x>{evil}",
+        sender=f"a@b.example{evil}",
+        to=(f"c@d.example{evil}",),
+        subject=f"【KPI預警】x{evil}",
+        text="t",
+        html="<p>h</p>",
+        date=0,
+        headers=(("X-BSC-Alert-Key", f"k{evil}"),),
+    )
+    raw = to_bytes(mail)
+    assert message_from_bytes(raw, policy=default)["Bcc"] is None
+    assert b"\nBcc:" not in raw
+
+
+@pytest.mark.parametrize("name", ["X-Bad: y", "X-Bad\r\nBcc", "Subject", "Bad Name", ""])
+def test_bad_header_names_are_refused(name: str) -> None:
+    """An extra header's name must be a plain field name other than the core ones."""
+    mail = replace(example("at_risk"), headers=((name, "v"),))
+    with pytest.raises(UsageError, match="header name"):
+        to_bytes(mail)
+
+
+# --- templates ------------------------------------------------------------------------
+
+
+def test_missing_variable_names_the_template(templates: Path) -> None:
+    """StrictUndefined: a variable the template was not given fails, naming file and line."""
+    path = templates / "at_risk.txt.j2"
+    source = path.read_text(encoding="utf-8").replace("並於1週內", "並於{{ no_such_value }}")
+    path.write_text(source, encoding="utf-8")
+    with pytest.raises(RenderError, match=r"at_risk\.txt\.j2.*line \d+.*no_such_value"):
+        alert(TF_AT_RISK, templates=templates)
+
+
+@pytest.mark.parametrize(
+    "include",
+    ["../../etc/passwd", "/etc/passwd", "../outside.j2", "sub/../../outside.j2"],
+)
+def test_templates_come_only_from_the_folder(templates: Path, include: str) -> None:
+    """An include that leaves the templates folder is not found."""
+    (templates.parent / "outside.j2").write_text("SECRET", encoding="utf-8")
+    (templates / "due_soon.txt.j2").write_text(f"{{% include '{include}' %}}", encoding="utf-8")
+    with pytest.raises(RenderError, match="not found in the notification templates folder"):
+        alert(case_notice(), templates=templates)
+
+
+def test_templates_are_sandboxed(templates: Path) -> None:
+    """A template cannot reach Python internals."""
+    (templates / "due_soon.txt.j2").write_text("{{ kpi.__class__.__mro__ }}", encoding="utf-8")
+    with pytest.raises(RenderError, match="unsafe"):
+        alert(case_notice(), templates=templates)
+
+
+def test_an_edited_template_is_used(templates: Path) -> None:
+    """The office edits a template; the next mail uses it."""
+    path = templates / "subjects.txt.j2"
+    path.write_text(path.read_text(encoding="utf-8").replace("請儘速辦理", "請速辦"), "utf-8")
+    assert alert(case_notice(), templates=templates).subject.endswith("請速辦")
+
+
+def test_missing_folder_is_reported(tmp_path: Path) -> None:
+    """A templates folder that does not exist is a clear error."""
+    with pytest.raises(RenderError, match="templates folder"):
+        alert(case_notice(), templates=tmp_path / "nowhere")
+
+
+# --- RFC 5322 -------------------------------------------------------------------------
+
+
+def test_digest_bytes_parse_back() -> None:
+    """multipart/alternative: text, then multipart/related with the HTML and every PNG."""
+    mail = example("digest")
+    raw = to_bytes(mail)
+    assert raw == to_bytes(mail)
+    parsed = BytesParser(policy=default).parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed.get_content_type() == "multipart/alternative"
+    text, related = parsed.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    assert related.get_content_type() == "multipart/related"
+    html, *images = related.iter_parts()
+    assert html.get_content_type() == "text/html"
+    assert [i.get_content_type() for i in images] == ["image/png"] * len(mail.images)
+    cids = [str(i["Content-ID"]).strip("<>") for i in images]
+    assert cids == [name for name, _ in mail.images]
+    for cid in cids:
+        assert f"cid:{cid}" in html.get_content()
+    assert images[0].get_content() == mail.images[0][1]
+    assert str(parsed["Subject"]) == mail.subject
+    assert str(parsed["Date"]) == "Thu, 01 Jun 2017 08:00:00 +0800"
+    assert str(parsed["Message-ID"]) == "<digest.2017-05@bsc-rules.dthr.example>"
+    assert parsed["MIME-Version"] == "1.0"
+    assert text.get_content().replace("\r\n", "\n") == mail.text
+
+
+def test_alert_bytes_parse_back() -> None:
+    """An alert without images: text/plain and text/html directly under alternative."""
+    mail = example("overdue")
+    raw = to_bytes(mail)
+    parsed = BytesParser(policy=default).parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)
+    assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert str(parsed["To"]) == "戶籍登記課 <registration@dthr.example>"
+    assert b"=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0]  # encoded words in the headers
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+def test_bytes_depend_only_on_the_mail() -> None:
+    """Boundaries come from the Message-ID: another id, other bytes; same id, same bytes."""
+    mail = example("digest")
+    other = replace(mail, message_id="<other@x>")
+    assert to_bytes(mail) != to_bytes(other)
+    boundary = re.search(rb'boundary="([^"]+)"', to_bytes(mail))
+    assert boundary is not None
+    assert boundary.group(1) in to_bytes(replace(mail, text="changed"))
+
+
+def test_preview_inlines_images() -> None:
+    """The HTML preview carries the charts as data: URIs a browser can show."""
+    html = preview("digest", "html")
+    assert "cid:" not in html
+    assert html.count("data:image/png;base64,") == 10
+    assert preview("due_soon", "text").startswith("臺北市大同區戶政事務所")
+
+
+# --- filters and charts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "shown"),
+    [
+        (99.95, "percent", "99.95%"),
+        (100.0, "percent", "100%"),
+        (78.6, "percent", "78.6%"),
+        (0.0, "percent", "0%"),
+        (-0.0, "percent", "0%"),
+        (379, "count", "379件"),
+        (1250, "pages", "1,250頁"),
+        (None, "percent", "—"),
+    ],
+)
+def test_number_filter(value: float | None, unit: str, shown: str) -> None:
+    """Numbers carry their unit; a missing value is a dash."""
+    assert render.f_number(value, unit) == shown
+
+
+@pytest.mark.parametrize(
+    ("due", "text", "slash"),
+    [
+        ("2017-03-23T00:00", "106年3月22日", "106/03/22"),
+        ("2017-03-23T00:00:00.000001", "106年3月23日", "106/03/23"),
+        ("2018-01-01T00:00", "106年12月31日", "106/12/31"),
+    ],
+)
+def test_due_day_filter(due: str, text: str, slash: str) -> None:
+    """An exclusive due instant shows as the day before it (the last allowed day)."""
+    assert render.f_due_day(at(due)) == text
+    assert render.f_due_day(at(due), "slash") == slash
+
+
+def test_date_filters() -> None:
+    """ROC dates and Asia/Taipei times, from instants or dates."""
+    assert render.f_roc_date(date(2017, 3, 22)) == "106年3月22日"
+    assert render.f_roc_slash(at("2017-03-22T23:59")) == "106/03/22"
+    assert render.f_local_time(to_us(datetime.fromisoformat("2017-03-22T16:05:00+00:00"))) == (
+        "106年3月23日 00:05"
+    )
+    assert render.f_goal(None, BP) == "未訂定"
+    assert render.f_goal(0.0, BP) == "≤0%"
+    assert render.f_recipient("戶籍登記課 <r@x>") == "戶籍登記課"
+    assert render.f_recipient("r@x") == "r@x"
+
+
+def test_chart_is_a_small_deterministic_png() -> None:
+    """240×80 PNG; the same input gives the same bytes; status changes the colour."""
+    points = [TrendPoint(m, v, 80.0) for m, v in enumerate([81.2, 80.4, 79.5, 79.0], 1)]
+    png = trend_png(points, status="at_risk")
+    assert png == trend_png(points, status="at_risk")
+    assert png != trend_png(points, status="met")
+    image = Image.open(io.BytesIO(png))
+    assert (image.format, image.size) == ("PNG", (240, 80))
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [],
+        [TrendPoint(1, None, None)],
+        [TrendPoint(1, 5.0, 5.0)],
+        [TrendPoint(1, 1.0, 10.0), TrendPoint(2, None, 20.0), TrendPoint(3, 3.0, 30.0)],
+        [TrendPoint(13, 1.0, None)],
+    ],
+    ids=["empty", "no-values", "flat", "gap-and-moving-target", "out-of-range-month"],
+)
+def test_chart_edge_cases(points: list[TrendPoint]) -> None:
+    """Missing values, a flat line, gaps and stray months still draw a PNG."""
+    png = trend_png(points, status="no_data")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_digest_without_target_or_data() -> None:
+    """Grey statuses and missing numbers render (無資料 / 無目標值)."""
+    data = render._example_digest(render._example_data())
+    row = replace(data.rows[0], status="no_target", target=None, ytd_value=None, month_value=None)
+    empty = replace(data, rows=(row, replace(data.rows[1], status="no_data")), month=1)
+    mail = render_digest(empty, sender="a@b.example", to=(), message_id="<d@x>", date=0)
+    assert "無目標值" in mail.html
+    assert "無資料" in mail.text
+    assert "未訂定" in mail.html
+    assert "（106年1月）" in mail.html
+    assert isinstance(empty, DigestData)
