@@ -337,24 +337,10 @@ def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) ->
         field = texts[0][0]
         message = "; ".join(f"{f}: {m}" if i else m for i, (f, m) in enumerate(texts))
         return Rejection(message, field=field, line=line, event_id=event_id, source=source, raw=raw)
-    time = valid["time"]
-    return Event(
-        source=valid["source"],
-        id=valid["id"],
-        type=valid["type"],
-        time=time,
-        time_us=to_us(time),
-        subject=valid["subject"],
-        office=valid.get("office"),
-        data=valid.get("data", {}),
-        body=canonical(obj),
-    )
+    return _event(valid, valid["time"], canonical(obj))
 
 
-def event_from_body(body: bytes) -> Event:
-    """Rebuild an Event from canonical JSON that was validated when it was stored."""
-    obj = orjson.loads(body) if b'"' in body else json.loads(body)
-    time = parse_instant(obj["time"])
+def _event(obj: Mapping[str, Any], time: datetime, body: bytes) -> Event:
     return Event(
         source=obj["source"],
         id=obj["id"],
@@ -366,3 +352,9 @@ def event_from_body(body: bytes) -> Event:
         data=obj.get("data", {}),
         body=body,
     )
+
+
+def event_from_body(body: bytes) -> Event:
+    """Rebuild an Event from canonical JSON that was validated when it was stored."""
+    obj = _decode(body)
+    return _event(obj, parse_instant(obj["time"]), body)
