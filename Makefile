@@ -15,12 +15,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p $(OUT)
-	rm -f $(OUT)/datong.db $(OUT)/datong.db-wal $(OUT)/datong.db-shm
 	$(BIN)/bsc-rules check
-	$(BIN)/bsc-rules simulate --office datong --year 2017 --seed 1 --out $(OUT)/datong-2017.jsonl
-	$(BIN)/bsc-rules ingest $(OUT)/datong-2017.jsonl --db $(OUT)/datong.db
-	$(BIN)/bsc-rules status --db $(OUT)/datong.db --as-of $(AS_OF)
+	$(BIN)/python -m bsc_rules.demo
+	$(BIN)/bsc-rules status --db $(OUT)/demo.db --as-of $(AS_OF)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -12,20 +12,32 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bsc_rules.calendar import from_us, last_allowed_day, parse_instant, roc_date, roc_year
+from bsc_rules.calendar import (
+    from_us,
+    last_allowed_day,
+    parse_instant,
+    roc_date,
+    roc_slash,
+    roc_year,
+    to_us,
+)
 from bsc_rules.clock import Clock, SystemClock
 from bsc_rules.errors import BscRulesError, UsageError
 from bsc_rules.privacy import mask_text, mask_value
 from bsc_rules.report import Report
 from bsc_rules.ruleset import RuleSet, load_ruleset
 from bsc_rules.scorecard import IngestSummary, Scorecard
+from bsc_rules.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bsc_rules.mailer import Mailer
 
 STATUS_LABELS = {
     "met": ("達成", "green"),
@@ -82,7 +94,54 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--year", type=int, default=2017)
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--out", type=Path, help="output file (default: standard output)")
+    _notification_commands(sub)
     return parser
+
+
+def _notification_commands(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="replay events on their own time and send the mail")
+    replay.add_argument("events", type=Path)
+    replay.add_argument("--until", type=_instant, required=True, help="RFC 3339 instant")
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("--smtp", help="HOST:PORT of an SMTP server")
+    target.add_argument("--maildir", type=Path, help="write the mail into this Maildir")
+    replay.add_argument("--db", type=Path, help="state database (default: a temporary one)")
+    _common(replay)
+    _settings(replay)
+    render = sub.add_parser("render", help="preview a notification template")
+    render.add_argument(
+        "kind", choices=("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
+    )
+    render.add_argument(
+        "--example", action="store_true", required=True, help="with the shipped sample data"
+    )
+    render.add_argument("--part", choices=("text", "html"), default="text")
+    outbox = sub.add_parser("outbox", help="list the outbox; retry undeliverable mail")
+    outbox.add_argument("--status", choices=("pending", "sent", "parked"))
+    outbox.add_argument(
+        "--retry",
+        nargs="?",
+        const="*",
+        metavar="MESSAGE_ID",
+        help="put parked mail back in the queue (all, or one)",
+    )
+    _settings(outbox, db=True)
+    ack = sub.add_parser("ack", help="acknowledge an alert: repeats and escalation stop")
+    ack.add_argument("alert", help="alert key, e.g. case:BP1.1:BS1060412003 or kpi:2017:AP2.1")
+    ack.add_argument("--note", required=True)
+    _settings(ack, db=True)
+    history = sub.add_parser("history", help="alert transitions and notifications")
+    history.add_argument("--kpi")
+    history.add_argument("--case")
+    _settings(history, db=True)
+    run = sub.add_parser("run", help="start the service (scheduler, ingest, alerts, mail)")
+    _settings(run, db=True)
+
+
+def _settings(cmd: argparse.ArgumentParser, db: bool = False) -> None:
+    cmd.add_argument("--settings", type=Path, help="settings file (default: ./bsc-rules.toml)")
+    if db:
+        cmd.add_argument("--db", type=Path, help="database (default: from the settings)")
 
 
 def _common(cmd: argparse.ArgumentParser) -> None:
@@ -258,7 +317,148 @@ def _cmd_simulate(args: argparse.Namespace, console: Console, clock: Clock) -> i
     return 0
 
 
+def _load(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "rules", None) is not None:
+        overrides["rules"] = args.rules
+    if getattr(args, "matcher", None) not in (None, "auto"):
+        overrides["matcher"] = args.matcher
+    if getattr(args, "db", None) is not None:
+        overrides["database"] = args.db
+    return load_settings(args.settings, **overrides)
+
+
+def _mailer(args: argparse.Namespace) -> Mailer:
+    from bsc_rules.mailer import MaildirMailer, SmtpMailer
+
+    if args.maildir is not None:
+        return MaildirMailer(args.maildir)
+    host, _, port = args.smtp.rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"--smtp: expected HOST:PORT, got {args.smtp!r}"
+        raise UsageError(msg)
+    return SmtpMailer(host, int(port), security="none")
+
+
+def _cmd_replay(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    import tempfile
+
+    from bsc_rules.pipeline import open_pipeline
+    from bsc_rules.replay import replay
+
+    settings = _load(args)
+    mailer = _mailer(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = args.db or Path(tmp) / "replay.db"
+        pipeline = open_pipeline(settings, db)
+        try:
+            summary = replay(_lines(args.events), to_us(args.until), pipeline, mailer)
+        finally:
+            pipeline.card.close()
+    _out(
+        console,
+        f"重播完成：事件 {summary.ingest.accepted} 筆（重複 {summary.ingest.duplicates}、"
+        f"退回 {summary.ingest.rejected}），評估 {summary.ticks} 次，"
+        f"寄出通知 {len(summary.sent)} 封，無法投遞 {len(summary.undeliverable)} 封。",
+    )
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    from bsc_rules.render import preview
+
+    console.file.write(mask_text(preview(args.kind, args.part)) + "\n")
+    return 0
+
+
+def _open_db(args: argparse.Namespace) -> tuple[Settings, Any]:
+    from bsc_rules.store import SQLiteStore
+
+    settings = _load(args)
+    if not settings.database.exists():
+        msg = f"database {settings.database} does not exist"
+        raise UsageError(msg)
+    return settings, SQLiteStore(settings.database)
+
+
+def _cmd_outbox(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    from bsc_rules.outbox import Outbox
+
+    _, store = _open_db(args)
+    outbox = Outbox(store.connection)
+    if args.retry is not None:
+        count = outbox.retry(None if args.retry == "*" else args.retry, now_us=to_us(clock.now()))
+        _out(console, f"已重新排入寄送佇列：{count} 封。")
+    table = Table()
+    for header in ("狀態", "建立時間", "主旨", "收件者", "嘗試", "錯誤"):
+        table.add_column(header)
+    for item in outbox.items(args.status):
+        table.add_row(
+            item.status,
+            _when(item.created_us),
+            mask_text(item.subject),
+            ", ".join(item.recipients),
+            str(item.attempts),
+            mask_text(item.last_error or ""),
+        )
+    console.print(table)
+    store.close()
+    return 0
+
+
+def _when(us: int) -> str:
+    moment = from_us(us)
+    return f"{roc_slash(moment.date())} {moment:%H:%M}"
+
+
+def _cmd_ack(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    from bsc_rules.pipeline import AlertTable
+
+    _, store = _open_db(args)
+    rec = AlertTable(store.connection).acknowledge(args.alert, args.note, to_us(clock.now()))
+    _out(console, f"已確認警示 {rec.key}（{rec.state}）：{args.note}；不再重複通知及陳報。")
+    store.close()
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    from bsc_rules.pipeline import AlertTable
+
+    _, store = _open_db(args)
+    table = Table()
+    for header in ("時間", "警示", "事件", "狀態", "收件者", "備註"):
+        table.add_column(header)
+    for at, key, event, state, _mid, recipients, note in AlertTable(store.connection).history(
+        args.kpi, args.case
+    ):
+        table.add_row(
+            _when(int(str(at))),
+            mask_text(str(key)),
+            str(event),
+            str(state or ""),
+            str(recipients or ""),
+            mask_text(str(note or "")),
+        )
+    console.print(table)
+    store.close()
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    import importlib
+
+    scheduling = importlib.import_module("bsc_rules.scheduling")
+    scheduling.serve(_load(args), clock=clock, stdin=sys.stdin.buffer)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Clock], int]] = {
+    "replay": _cmd_replay,
+    "render": _cmd_render,
+    "outbox": _cmd_outbox,
+    "ack": _cmd_ack,
+    "history": _cmd_history,
+    "run": _cmd_run,
     "check": _cmd_check,
     "evaluate": _cmd_evaluate,
     "status": _cmd_status,

@@ -129,6 +129,22 @@ class AlertTable:
             ),
         )
 
+    def acknowledge(self, key: str, note: str, now: int) -> AlertRecord:
+        """Acknowledge an active alert: repeats and escalation stop."""
+        from bsc_rules.alerts import acknowledge
+        from bsc_rules.errors import UsageError
+
+        with transaction(self.conn):
+            rec = self.load().get(key)
+            if rec is None:
+                active = ", ".join(sorted(self.load())) or "none"
+                msg = f"no active alert {key!r} (active: {active})"
+                raise UsageError(msg)
+            rec = acknowledge(rec, note)
+            self.save(rec)
+            self.log(now, key, "acknowledged", rec.state, note=note)
+        return rec
+
     def delete(self, key: str) -> None:
         self.conn.execute("DELETE FROM alerts WHERE key = ?", (key,))
 

@@ -142,9 +142,22 @@ class Scorecard:
         progress: Callable[[int], None] | None = None,
     ) -> IngestSummary:
         """Ingest JSON Lines, committing in groups of ``batch``; blank lines are skipped."""
+        return self.ingest_numbered(
+            enumerate(lines, 1), origin=origin, batch=batch, progress=progress
+        )
+
+    def ingest_numbered(
+        self,
+        lines: Iterable[tuple[int, bytes]],
+        *,
+        origin: str = "",
+        batch: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestSummary:
+        """The same for lines that carry their own line numbers."""
         summary = IngestSummary()
         pending: list[tuple[Event, int]] = []
-        for number, raw in enumerate(lines, 1):
+        for number, raw in lines:
             if not raw.strip():
                 continue
             parsed = self.validate(raw, number)
