@@ -78,13 +78,29 @@ class Scorecard:
         self.matcher: Matcher = make_matcher(self.rules.conditions, matcher)
         self.book = CaseBook(self.rules)
         self._seq = 0
-        for body in self.store.replay():
-            self._apply(event_from_body(body))
+        self._log_seq = 0  # the last row of the SQLite log applied
+        self.refresh()
 
     @classmethod
     def open(cls, db: Path | str, rules: RuleSet | None = None, matcher: str = "auto") -> Scorecard:
         """A scorecard over a SQLite event log, its state rebuilt by replaying the log."""
         return cls(rules, store=SQLiteStore(db), matcher=matcher)
+
+    def refresh(self) -> int:
+        """Apply events that other writers appended to the log; return how many."""
+        rows = getattr(self.store, "rows_after", None)
+        if rows is None:
+            return 0
+        written: set[int] = getattr(self.store, "written", set())
+        count = 0
+        for seq, body in rows(self._log_seq):
+            self._log_seq = seq
+            if seq in written:  # written (and applied) by this scorecard
+                written.discard(seq)
+                continue
+            self._apply(event_from_body(body))
+            count += 1
+        return count
 
     def close(self) -> None:
         self.matcher.close()

@@ -136,6 +136,7 @@ class SQLiteStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._conn = _connect(self.path)
+        self.written: set[int] = set()  # seqs this connection wrote (see Scorecard.refresh)
         self._check_version()
 
     def _check_version(self) -> None:
@@ -154,6 +155,7 @@ class SQLiteStore:
             (event.source, event.id, event.type, event.time_us, event.subject, digest, event.body),
         )
         if cur.rowcount == 1:
+            self.written.add(int(cur.lastrowid or 0))
             return "accepted"
         row = self._conn.execute(
             "SELECT digest FROM events WHERE source = ? AND id = ?", event.key
@@ -216,10 +218,15 @@ class SQLiteStore:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
     def replay(self) -> Iterator[bytes]:
-        cur = self._conn.execute("SELECT body FROM events ORDER BY seq")
+        for _seq, body in self.rows_after(0):
+            yield body
+
+    def rows_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        """``(seq, body)`` of the events stored after ``seq``, in order."""
+        cur = self._conn.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq", (seq,))
         while rows := cur.fetchmany(4096):
-            for (body,) in rows:
-                yield bytes(body)
+            for seq_, body in rows:
+                yield int(seq_), bytes(body)
 
     def close(self) -> None:
         self._conn.close()

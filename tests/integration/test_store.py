@@ -146,3 +146,26 @@ def test_wal_mode_and_full_sync(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     store.close()
+
+
+def test_refresh_picks_up_other_writers(tmp_path: Path, rules) -> None:
+    """Events appended by another writer are applied once by refresh; our own are not redone."""
+    db = tmp_path / "office.db"
+    with (
+        Scorecard.open(db, rules, matcher="python") as ours,
+        Scorecard.open(db, rules, matcher="python") as theirs,
+    ):
+        ours.ingest(
+            event(
+                "immigrant_visit.reported", "2017-03-01T10:00:00+08:00", "NV1", {"method": "phone"}
+            )
+        )
+        theirs.ingest(
+            event(
+                "immigrant_visit.reported", "2017-03-02T10:00:00+08:00", "NV2", {"method": "home"}
+            )
+        )
+        assert ours.report(AS_OF).kpis["BC1.1"].value == 1
+        assert ours.refresh() == 1
+        assert ours.refresh() == 0
+        assert ours.report(AS_OF).kpis["BC1.1"].value == 2
