@@ -1,0 +1,67 @@
+"""Office settings: the file, the environment, and secrets only from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bsc_rules.calendar import US_PER_DAY
+from bsc_rules.errors import RuleFileError, UsageError
+from bsc_rules.settings import load_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "bsc-rules.example.toml"
+
+
+def test_shipped_example_routes_sections() -> None:
+    """The example routes each section to <section>@datong.example.org."""
+    s = load_settings(EXAMPLE)
+    assert s.recipients["records"] == ["records@datong.example.org"]
+    assert s.recipients["director"] == ["director@datong.example.org"]
+    assert s.alerts.policy().escalation_delay == 3 * US_PER_DAY
+    assert (s.digest.day, s.digest.hour) == (1, 8)
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BSC_RULES_* variables win over the file, nested keys with a double underscore."""
+    monkeypatch.setenv("BSC_RULES_SMTP__PORT", "2525")
+    monkeypatch.setenv("BSC_RULES_TICK_MINUTES", "15")
+    monkeypatch.setenv("BSC_RULES_SMTP_PASSWORD", "s3cret")
+    s = load_settings(EXAMPLE)
+    assert (s.smtp.port, s.tick_minutes) == (2525, 15)
+    assert s.smtp_password is not None
+    assert s.smtp_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+
+
+def test_password_in_a_file_is_refused(tmp_path: Path) -> None:
+    """A password written in the settings file is refused with a pointer to the variable."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text('[smtp]\nhost = "mail"\npassword = "oops"\n')
+    with pytest.raises(UsageError, match="BSC_RULES_SMTP_PASSWORD"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[smtp]\nport = 0\n", "smtp.port"),
+        ("[smtp]\nsecurity = 'ssl'\n", "smtp.security"),
+        ("[recipients]\nregistration = ['not-an-address']\n", "recipients.registration.0"),
+        ("tick_minuts = 5\n", "tick_minuts"),
+    ],
+    ids=["port", "security", "address", "misspelt"],
+)
+def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> None:
+    """Invalid settings report the file and the field."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text(text)
+    with pytest.raises(RuleFileError) as info:
+        load_settings(path)
+    assert any(p.field == field and p.path == str(path) for p in info.value.problems)
+
+
+def test_missing_settings_file(tmp_path: Path) -> None:
+    """An explicit settings file that does not exist is an error."""
+    with pytest.raises(UsageError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
