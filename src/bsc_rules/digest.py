@@ -41,6 +41,25 @@ def previous_month(instant: int) -> tuple[int, int]:
     return (moment.year - 1, 12) if moment.month == 1 else (moment.year, moment.month - 1)
 
 
+def missed_months(start: int, now: int, day: int, hour: int) -> list[tuple[int, int]]:
+    """The months whose digest instant falls in ``[start, now]``, oldest first."""
+    months: list[tuple[int, int]] = []
+    year, month = previous_month(start)
+    while (instant := digest_instant(year, month, day, hour)) <= now:
+        if instant >= start:
+            months.append((year, month))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def digest_sent(pipeline: Pipeline, year: int, month: int) -> bool:
+    """Whether the digest of (year, month) was already sent."""
+    row = pipeline.conn.execute(
+        "SELECT 1 FROM runs WHERE job = 'digest' AND period = ?", (f"{year}-{month:02d}",)
+    ).fetchone()
+    return row is not None
+
+
 def _float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
@@ -140,10 +159,8 @@ def send_digests(pipeline: Pipeline, year: int, month: int, now: int) -> list[st
     """Enqueue the month's digests (director and every section) once; record the run."""
     from bsc_rules.render import render_digest
 
-    period = f"{year}-{month:02d}"
-    conn = pipeline.conn
-    done = conn.execute("SELECT 1 FROM runs WHERE job = 'digest' AND period = ?", (period,))
-    if done.fetchone() is not None:
+    period, conn = f"{year}-{month:02d}", pipeline.conn
+    if digest_sent(pipeline, year, month):
         return []
     builder = DigestBuilder(pipeline, year, month)
     mails = []

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from bsc_rules.calendar import TAIPEI, from_us, to_us
 from bsc_rules.clock import FakeClock
-from bsc_rules.digest import digest_instant, previous_month, send_digests
+from bsc_rules.digest import digest_instant, missed_months, previous_month, send_digests
 from bsc_rules.events import Event
 from bsc_rules.mailer import Mailer, deliver_due
 from bsc_rules.pipeline import Pipeline
@@ -72,12 +72,9 @@ def run_tick(
 ) -> tuple[list[str], list[str], list[str]]:
     """Everything the service does at one instant: evaluate, digests, delivery."""
     queued = pipeline.evaluate(now)
-    due = schedule.digest_due(now)
-    if due is not None:
-        year, month = due
-        instant = digest_instant(year, month, schedule.day, schedule.hour)
-        if instant >= start:  # a digest due before the service began is not owed
-            queued += send_digests(pipeline, year, month, now)
+    # every digest owed since the service began (a missed one too), once each: runs table
+    for year, month in missed_months(start, now, schedule.day, schedule.hour):
+        queued += send_digests(pipeline, year, month, now)
     report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
     return queued, report.sent, [f.message_id for f in report.parked]
 

@@ -1,0 +1,355 @@
+"""The service: the scheduler that runs the pipeline on wall-clock time.
+
+:class:`Service` does, at each scheduled instant, what a replay does at the same instant
+(:func:`bsc_rules.replay.run_tick`): evaluate, send the digests due, deliver the outbox.
+APScheduler (3.11, the only module that imports it) decides *when*: a tick every
+``tick_minutes`` from local midnight in Asia/Taipei (the instants of
+:class:`bsc_rules.replay.Schedule`) and the digest at ``digest.day`` ``digest.hour``:00.
+The injected :class:`~bsc_rules.clock.Clock` says *what time it is*; nothing here reads
+the wall clock, so tests call :meth:`Service.scheduled` with a fake clock and never wait.
+
+The first start is recorded in the ``runs`` table (job ``service``, period ``started``):
+digests due before it are not owed; a digest whose instant passed while the service was
+down is sent once by :meth:`Service.catch_up` (the ``runs`` table makes it once-only).
+
+Events written to the same database by other processes (the library, ``bsc-rules
+ingest``) are applied to the in-memory scorecard at the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from apscheduler.executors.pool import (  # type: ignore[import-untyped]  # no py.typed in 3.x
+    ThreadPoolExecutor,
+)
+from apscheduler.schedulers.background import (  # type: ignore[import-untyped]
+    BackgroundScheduler,
+)
+from apscheduler.triggers.combining import OrTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+
+from bsc_rules.calendar import TAIPEI, iso, roc_year, to_us
+from bsc_rules.clock import Clock, SystemClock
+from bsc_rules.digest import digest_sent, missed_months
+from bsc_rules.mailer import Mailer, SmtpMailer
+from bsc_rules.outbox import transaction
+from bsc_rules.pipeline import Pipeline, open_pipeline
+from bsc_rules.privacy import mask_text
+from bsc_rules.replay import Schedule, run_tick
+from bsc_rules.scorecard import Ingested, IngestSummary
+from bsc_rules.settings import Settings
+
+__all__ = [
+    "Service",
+    "TickResult",
+    "digest_trigger",
+    "mailer_for",
+    "missed_months",
+    "serve",
+    "tick_trigger",
+]
+
+log = logging.getLogger(__name__)
+MINUTES_PER_DAY = 24 * 60
+STDIN = "stdin"
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one run did: events picked up, message ids queued, sent and parked."""
+
+    picked_up: int
+    queued: tuple[str, ...]
+    sent: tuple[str, ...]
+    parked: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- triggers
+
+
+def _csv(values: Iterable[int], whole: range) -> str:
+    values = list(values)
+    return "*" if values == list(whole) else ",".join(map(str, values))
+
+
+def tick_trigger(tick_minutes: int) -> Any:
+    """Every ``tick_minutes`` from local midnight (restarting at each midnight), Taipei time.
+
+    Cron fields cannot say "every 90 minutes from midnight", so the minutes of the day
+    are grouped into cron triggers sharing the same hours (``*/15`` → one trigger,
+    90 → two: ``0:00, 3:00, …`` and ``1:30, 4:30, …``), combined with ``OrTrigger``.
+    """
+    hours_of: dict[int, list[int]] = defaultdict(list)
+    for minute_of_day in range(0, MINUTES_PER_DAY, tick_minutes):
+        hours_of[minute_of_day % 60].append(minute_of_day // 60)
+    minutes_of: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for minute, hours in hours_of.items():
+        minutes_of[tuple(hours)].append(minute)
+    crons = [
+        CronTrigger(hour=_csv(hours, range(24)), minute=_csv(minutes, range(60)), timezone=TAIPEI)
+        for hours, minutes in minutes_of.items()
+    ]
+    return crons[0] if len(crons) == 1 else OrTrigger(crons)
+
+
+def digest_trigger(day: int, hour: int) -> Any:
+    """``day`` of every month at ``hour``:00, Taipei time."""
+    return CronTrigger(day=day, hour=hour, timezone=TAIPEI)
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    """The SMTP mailer the settings describe (the password only from the environment)."""
+    smtp = settings.smtp
+    secret = settings.smtp_password
+    password = secret.get_secret_value() if secret is not None else None
+    return SmtpMailer(
+        smtp.host, smtp.port, smtp.security, smtp.username, password, smtp.timeout_seconds
+    )
+
+
+def _info(message: str) -> None:
+    log.info(mask_text(message))
+
+
+def _warn(message: str) -> None:
+    log.warning(mask_text(message))
+
+
+# ---------------------------------------------------------------- the service
+
+
+class Service:
+    """The pipeline on a schedule, with catch-up on start and events from other processes.
+
+    Every method that touches the database holds one lock: the scheduler's thread and the
+    thread reading standard input share the pipeline's SQLite connection.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        mailer: Mailer | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> None:
+        self.settings, self.clock = settings, clock
+        self.mailer = mailer if mailer is not None else mailer_for(settings)
+        self._owned = pipeline is None
+        self.pipeline = pipeline if pipeline is not None else open_pipeline(settings)
+        self.schedule = Schedule(settings.tick_minutes, settings.digest.day, settings.digest.hour)
+        self.scheduler: Any = None
+        self._lock = threading.RLock()
+        self._start: int | None = None
+
+    # ------------------------------------------------------------ start record
+
+    def started(self, now: int) -> int:
+        """The instant of the first start: recorded now if there is none yet."""
+        if self._start is None:
+            conn = self.pipeline.conn
+            with self._lock, transaction(conn):
+                conn.execute("INSERT OR IGNORE INTO runs VALUES ('service', 'started', ?)", (now,))
+                row = conn.execute(
+                    "SELECT done_us FROM runs WHERE job = 'service' AND period = 'started'"
+                ).fetchone()
+            self._start = int(row[0])
+        return self._start
+
+    # ------------------------------------------------------------ runs
+
+    def catch_up(self, now: int) -> TickResult:
+        """On start: every digest missed while down (once each), then one regular tick."""
+        with self._lock:
+            start, schedule = self.started(now), self.schedule
+            for year, month in missed_months(start, now, schedule.day, schedule.hour):
+                if not digest_sent(self.pipeline, year, month):
+                    _info(f"補寄月報：{roc_year(year)}年{month}月")
+            return self.tick(now)  # run_tick sends every digest still owed, once each
+
+    def tick(self, now: int) -> TickResult:
+        """One scheduled run at ``now``: pick up others' events, then what replay does."""
+        with self._lock:
+            picked = self.pick_up()
+            queued, sent, parked = run_tick(
+                self.pipeline, self.schedule, self.mailer, now, self.started(now)
+            )
+        for message_id in parked:
+            _warn(f"郵件無法投遞，已擱置：{message_id}")
+        return TickResult(picked, tuple(queued), tuple(sent), tuple(parked))
+
+    def scheduled(self) -> None:
+        """The scheduler's job: a tick at the clock's time; errors are logged, not raised."""
+        try:
+            result = self.tick(to_us(self.clock.now()))
+        except Exception as exc:  # a failed tick must not stop the service; the next retries
+            _warn(f"排程執行失敗（下次排程將重試）：{type(exc).__name__}: {exc}")
+            return
+        if result.queued or result.sent or result.picked_up:
+            _info(
+                f"排程執行：新事件 {result.picked_up} 筆，新通知 {len(result.queued)} 件，"
+                f"寄出 {len(result.sent)} 件"
+            )
+
+    # ------------------------------------------------------------ events
+
+    def pick_up(self) -> int:
+        """Apply the events other processes appended to the log since the last look."""
+        with self._lock:
+            return self.pipeline.card.refresh()
+
+    def ingest(self, raw: bytes, line: int | None = None, origin: str = STDIN) -> Ingested:
+        """Validate, store durably (committed before this returns) and apply one event."""
+        with self._lock:
+            return self.pipeline.card.ingest(raw, line=line, origin=origin)
+
+    def ingest_stream(self, stream: Iterable[bytes], origin: str = STDIN) -> IngestSummary:
+        """JSON Lines as they arrive, one durable commit per line; bad lines kept as rejected."""
+        summary = IngestSummary()
+        for number, raw in enumerate(stream, 1):
+            if not raw.strip():
+                continue
+            outcome = self.ingest(raw, number, origin)
+            summary.add(outcome)
+            if outcome.rejection is not None:
+                _warn(f"標準輸入第 {number} 行未接受：{outcome.rejection}")
+        return summary
+
+    # ------------------------------------------------------------ scheduler
+
+    def start(self) -> TickResult:
+        """Catch up at the clock's time, then schedule the ticks and the digest."""
+        result = self.catch_up(to_us(self.clock.now()))
+        if self.scheduler is None:
+            self.scheduler = self._scheduler()
+            self.scheduler.start()
+        return result
+
+    def _scheduler(self) -> Any:
+        """A scheduler with the jobs built from the settings (memory store, nothing pickled)."""
+        s = self.settings
+        grace = s.tick_minutes * 60  # later than one tick: the next tick does the work
+        scheduler = BackgroundScheduler(
+            timezone=TAIPEI,
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
+        )
+        scheduler.add_job(self.scheduled, tick_trigger(s.tick_minutes), id="tick", name="tick")
+        scheduler.add_job(
+            self.scheduled, digest_trigger(s.digest.day, s.digest.hour), id="digest", name="digest"
+        )
+        return scheduler
+
+    def shutdown(self) -> None:
+        """Stop the scheduler, waiting for a running job; its threads are gone on return."""
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
+
+    def close(self) -> None:
+        """Shut down, and close the pipeline if this service opened it."""
+        self.shutdown()
+        if self._owned:
+            with self._lock:
+                self.pipeline.card.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- bsc-rules run
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGINT/SIGTERM to leave a blocking read."""
+
+
+@contextmanager
+def _signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (and interrupt the main thread once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            stop.set()
+            raise _Stopped
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+@contextmanager
+def _stderr_log() -> Iterator[None]:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bsc-rules run：%(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def serve(
+    settings: Settings,
+    clock: Clock | None = None,
+    stdin: Iterable[bytes] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """``bsc-rules run``: start, ingest ``stdin`` to its end, run until stopped, shut down.
+
+    Stops when ``stop`` is set or on SIGINT/SIGTERM (in the main thread).
+    """
+    clock = clock if clock is not None else SystemClock()
+    stop = stop if stop is not None else threading.Event()
+    with _stderr_log(), _signals(stop):
+        service = Service(settings, clock)
+        try:
+            _run(service, settings, clock, stdin, stop)
+        except _Stopped:
+            pass
+        finally:
+            service.close()
+            _info(f"服務已停止（{iso(to_us(clock.now()))}）")
+
+
+def _run(
+    service: Service,
+    settings: Settings,
+    clock: Clock,
+    stdin: Iterable[bytes] | None,
+    stop: threading.Event,
+) -> None:
+    result = service.start()
+    _info(
+        f"服務已啟動（{iso(to_us(clock.now()))}）：資料庫 {settings.database}，"
+        f"每 {settings.tick_minutes} 分鐘檢查一次，月報於每月 {settings.digest.day} 日 "
+        f"{settings.digest.hour} 時；啟動時寄出 {len(result.sent)} 件"
+    )
+    if stdin is not None:
+        summary = service.ingest_stream(stdin)
+        _info(
+            f"標準輸入結束：接受 {summary.accepted} 筆，重複 {summary.duplicates} 筆，"
+            f"未接受 {summary.rejected} 筆"
+        )
+    stop.wait()
