@@ -445,10 +445,9 @@ def _cmd_history(args: argparse.Namespace, console: Console, clock: Clock) -> in
 
 
 def _cmd_run(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    import importlib
+    from bsc_rules.scheduling import serve
 
-    scheduling = importlib.import_module("bsc_rules.scheduling")
-    scheduling.serve(_load(args), clock=clock, stdin=sys.stdin.buffer)
+    serve(_load(args), clock=clock, stdin=None if sys.stdin.isatty() else sys.stdin.buffer)
     return 0
 
 
