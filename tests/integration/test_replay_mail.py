@@ -1,0 +1,574 @@
+"""Replay on event time, read back from a real SMTP server (aiosmtpd) and a Maildir:
+what the office would have received, checked against spec/notifications.md."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from email.utils import parsedate_to_datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bsc_rules.calendar import TAIPEI, to_us
+from bsc_rules.cli import main
+from bsc_rules.mailer import SmtpMailer
+from bsc_rules.pipeline import Pipeline, open_pipeline
+from bsc_rules.privacy import find_ids
+from bsc_rules.replay import Schedule, replay, run_tick
+from bsc_rules.settings import load_settings
+from bsc_rules.simulate import simulate, write_jsonl
+from tests.conftest import event, jsonl
+from tests.smtp_server import Received, SmtpServer
+
+UNTIL = "2018-01-31T23:59:59+08:00"
+SEED = 11
+SECTIONS = ("registration", "records", "general_affairs", "director")
+ADDRESS = {s: f"{s}@datong.example.org" for s in SECTIONS}
+DIRECTOR = ADDRESS["director"]
+OWNER = {
+    **dict.fromkeys(("BP1.1", "CC1.1", "AP2.1", "CP1.1", "BC1.1"), "registration"),
+    **dict.fromkeys(("AC1.1", "AC1.2", "AP1.1"), "records"),
+    **dict.fromkeys(("TL1.1", "TF1.1"), "general_affairs"),
+}
+PREFIX = {
+    "due_soon": "【KPI預警】",
+    "at_risk": "【KPI預警】",
+    "overdue": "【KPI警示】",
+    "breached": "【KPI警示】",
+    "resolved": "【已解除】",
+    "digest": "【月報】",
+}
+FOOTER = "內含公務資料，請勿轉寄"
+ROC_DATE = re.compile(r"1\d\d年\d{1,2}月\d{1,2}日")
+TRANSPORT = {"received", "x-peer", "x-mailfrom", "x-rcptto", "return-path", "delivered-to"}
+NATIONAL_ID, RESIDENT_ID = "A123456789", "AA00000009"
+DAY = timedelta(days=1)
+
+
+def at(text: str) -> datetime:
+    """A local instant, Asia/Taipei, from ``YYYY-MM-DD HH:MM``."""
+    return datetime.fromisoformat(text).replace(tzinfo=TAIPEI)
+
+
+def at_iso(text: str) -> datetime:
+    """An RFC 3339 instant with its own offset."""
+    return datetime.fromisoformat(text)
+
+
+# ------------------------------------------------------------------ reading mail back
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One message as the SMTP server took it, parsed with ``policy.default``."""
+
+    rcpt: tuple[str, ...]
+    raw: bytes
+    msg: EmailMessage
+
+    @classmethod
+    def of(cls, received: Received) -> Delivered:
+        return cls(received.rcpt_tos, received.content, received.message())
+
+    @property
+    def kind(self) -> str:
+        return str(self.msg["X-BSC-Kind"])
+
+    @property
+    def key(self) -> str:
+        return str(self.msg["X-BSC-Alert-Key"] or "")
+
+    @property
+    def kpi(self) -> str:
+        """The KPI of an alert: ``case:BP1.1:…`` or ``kpi:2017:AP2.1`` → the id."""
+        kind, rest = self.key.split(":", 1)
+        return rest.split(":", 1)[0] if kind == "case" else rest.split(":", 1)[1]
+
+    @property
+    def subject(self) -> str:
+        return str(self.msg["Subject"])
+
+    @property
+    def date(self) -> datetime:
+        return parsedate_to_datetime(str(self.msg["Date"]))
+
+    @property
+    def to(self) -> set[str]:
+        return {a.addr_spec for a in self.msg["To"].addresses}
+
+    @property
+    def message_id(self) -> str:
+        return str(self.msg["Message-ID"])
+
+    def part(self, subtype: str) -> str:
+        body = self.msg.get_body(preferencelist=(subtype,))
+        assert body is not None, f"{self.message_id}: no text/{subtype} part"
+        return str(body.get_content())
+
+
+def delivered(server: SmtpServer) -> list[Delivered]:
+    return [Delivered.of(r) for r in server.received]
+
+
+def without_transport(content: bytes) -> bytes:
+    """The message with LF line ends and without headers a receiving server adds."""
+    data = content.replace(b"\r\n", b"\n")
+    head, sep, body = data.partition(b"\n\n")
+    fields: list[list[bytes]] = []  # each header field with its folded continuation lines
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    kept = [
+        b"\n".join(lines)
+        for lines in fields
+        if lines[0].split(b":", 1)[0].strip().lower().decode("ascii", "replace") not in TRANSPORT
+    ]
+    return b"\n".join(kept) + sep + body
+
+
+def everything_readable(m: Delivered) -> list[str]:
+    """Every place a person or a program could read text in a message."""
+    texts = [m.raw.decode("utf-8", "replace"), m.subject]
+    texts += [f"{name}: {value}" for name, value in m.msg.items()]
+    for part in m.msg.walk():
+        if part.get_content_maintype() == "text":
+            texts.append(str(part.get_content()))
+    return texts
+
+
+# ------------------------------------------------------------------ running the pipeline
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hermetic() -> Iterator[None]:
+    """No office's own BSC_RULES_* environment leaks into these replays."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in os.environ if n.startswith("BSC_RULES_")]:
+            mp.delenv(name)
+        yield
+
+
+@pytest.fixture(scope="module")
+def settings_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty settings file: the shipped defaults, whatever ./bsc-rules.toml says."""
+    path = tmp_path_factory.mktemp("settings") / "bsc-rules.toml"
+    path.write_text("", encoding="utf-8")
+    return path
+
+
+def replay_events(
+    tmp_path: Path, settings_file: Path, events: list[dict[str, Any]], until: str, **overrides: Any
+) -> list[Delivered]:
+    """Replay hand-made events through the library into a real SMTP server."""
+    settings = load_settings(
+        settings_file, database=tmp_path / "replay.db", matcher="python", **overrides
+    )
+    pipeline = open_pipeline(settings, tmp_path / "replay.db")
+    try:
+        with SmtpServer() as server:
+            mailer = SmtpMailer(server.host, server.port, security="none")
+            summary = replay(jsonl(events).splitlines(), to_us(at_iso(until)), pipeline, mailer)
+            mail = delivered(server)
+    finally:
+        pipeline.card.close()
+    assert summary.undeliverable == []
+    assert len(summary.sent) == len(mail)
+    return mail
+
+
+def cli_replay(events: Path, target: list[str], settings_file: Path) -> str:
+    """``bsc-rules replay EVENTS --until UNTIL TARGET`` through :func:`main`; what it printed."""
+    out = io.StringIO()
+    argv = ["replay", str(events), "--until", UNTIL, *target, "--matcher", "python"]
+    code = main([*argv, "--settings", str(settings_file)], stdout=out)
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class YearReplay:
+    first_event: datetime
+    mail: list[Delivered]
+    output: str
+
+
+@pytest.fixture(scope="module")
+def year_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One generated Datong 2017 as JSON Lines (the only generated year of this module)."""
+    path = tmp_path_factory.mktemp("year") / "datong-2017.jsonl"
+    with path.open("wb") as handle:
+        write_jsonl(simulate(year=2017, seed=SEED), handle)
+    return path
+
+
+@pytest.fixture(scope="module")
+def smtp_year(year_file: Path, settings_file: Path) -> YearReplay:
+    """The year replayed by the CLI up to 2018-01-31 into a real SMTP server."""
+    with SmtpServer() as server:
+        output = cli_replay(year_file, ["--smtp", f"127.0.0.1:{server.port}"], settings_file)
+        mail = delivered(server)
+    with year_file.open("rb") as handle:
+        first = min(datetime.fromisoformat(orjson.loads(line)["time"]) for line in handle)
+    return YearReplay(first, mail, output)
+
+
+@pytest.fixture(scope="module")
+def maildir_year(
+    year_file: Path, settings_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The same year replayed a second time, by the CLI, into a Maildir."""
+    folder = tmp_path_factory.mktemp("maildir") / "mail"
+    cli_replay(year_file, ["--maildir", str(folder)], settings_file)
+    return folder
+
+
+# ------------------------------------------------------------------ a generated year
+
+
+def test_year_summary_counts_what_the_server_received(smtp_year: YearReplay) -> None:
+    """The CLI's summary names the mail sent, and the server received exactly that many."""
+    match = re.search(r"寄出通知 (\d+) 封，無法投遞 (\d+) 封", smtp_year.output)
+    assert match, smtp_year.output
+    assert int(match[1]) == len(smtp_year.mail) > 100
+    assert int(match[2]) == 0
+    assert find_ids(smtp_year.output) == []
+
+
+def test_year_every_alert_goes_to_its_owner_section(smtp_year: YearReplay) -> None:
+    """Alerts go to the KPI's owner section (director only for breached/escalations/resolved)."""
+    alerts = [m for m in smtp_year.mail if m.kind != "digest"]
+    for m in alerts:
+        owner = ADDRESS[OWNER[m.kpi]]
+        assert m.to == set(m.rcpt), m.subject
+        assert owner in m.to, (m.subject, m.to)
+        assert m.to <= {owner, DIRECTOR}, (m.subject, m.to)
+        if m.kind == "breached":
+            assert DIRECTOR in m.to, m.subject
+        if m.kind in ("due_soon", "at_risk"):
+            assert m.to == {owner}, m.subject
+    sections = {OWNER[m.kpi] for m in alerts}
+    assert sections == {"registration", "records", "general_affairs"}, "the year is not vacuous"
+    assert {m.kind for m in alerts} >= {"due_soon", "overdue", "breached", "at_risk", "resolved"}
+
+
+def test_year_subject_prefixes_by_kind(smtp_year: YearReplay) -> None:
+    """Every subject starts with the prefix of its kind (預警/警示/已解除/月報)."""
+    kinds = Counter(m.kind for m in smtp_year.mail)
+    assert set(kinds) <= set(PREFIX), kinds
+    for m in smtp_year.mail:
+        assert m.subject.startswith(PREFIX[m.kind]), (m.kind, m.subject)
+
+
+def test_year_messages_are_multipart_with_roc_dates_and_the_footer(smtp_year: YearReplay) -> None:
+    """multipart/alternative with text and HTML, ROC dates and the footer in both parts."""
+    for m in smtp_year.mail:
+        assert m.msg.get_content_type() == "multipart/alternative", m.subject
+        types = [p.get_content_type() for p in m.msg.walk()]
+        assert "text/plain" in types, (m.subject, types)
+        assert "text/html" in types, (m.subject, types)
+        for subtype in ("plain", "html"):
+            body = m.part(subtype)
+            assert ROC_DATE.search(body), (m.subject, subtype)
+            assert FOOTER in body, (m.subject, subtype)
+
+
+def test_year_no_message_id_is_delivered_twice(smtp_year: YearReplay) -> None:
+    """Every Message-ID reaches the server once."""
+    counts = Counter(m.message_id for m in smtp_year.mail)
+    assert [mid for mid, n in counts.items() if n > 1] == []
+    assert all(re.fullmatch(r"<[^<>@\s]+@[^<>@\s]+>", mid) for mid in counts)
+
+
+def test_year_dates_are_simulated_taipei_times(smtp_year: YearReplay) -> None:
+    """Date: is the simulated sending time, in 2017/2018, +0800, between first event and T."""
+    until = at_iso(UNTIL)
+    for m in smtp_year.mail:
+        raw_date = str(m.msg["Date"])
+        assert raw_date.endswith("+0800"), raw_date
+        assert m.date.year in (2017, 2018), raw_date
+        assert smtp_year.first_event <= m.date <= until, (raw_date, m.subject)
+    dates = [m.date for m in smtp_year.mail]
+    assert dates == sorted(dates), "mail goes out in simulated time order"
+    assert dates[-1] - dates[0] > timedelta(days=300)
+
+
+def test_year_one_digest_per_month_and_recipient(smtp_year: YearReplay) -> None:
+    """One digest per month passed per recipient, at 08:00 on the 1st; none before the data."""
+    digests = [m for m in smtp_year.mail if m.kind == "digest"]
+    months: Counter[tuple[int, int, str]] = Counter()
+    for m in digests:
+        (rcpt,) = m.to
+        year, month = (int(x) for x in re.search(r"(1\d\d)年(\d{1,2})月", m.subject).groups())  # type: ignore[union-attr]
+        months[(year + 1911, month, rcpt)] += 1
+        sent = m.date
+        due_month = (year + 1911, month + 1) if month < 12 else (year + 1912, 1)
+        assert (sent.year, sent.month, sent.day, sent.hour, sent.minute) == (*due_month, 1, 8, 0)
+        heading = f"{year}年度平衡計分卡KPI執行情形月報（{year}年{month}月）"
+        assert heading in m.part("plain"), (m.subject, heading)
+        last_day = (at(f"{due_month[0]}-{due_month[1]:02d}-01 00:00") - DAY).day
+        as_of = f"{year}年{month}月{last_day}日 23:59"  # the last instant of the month reported
+        assert as_of in m.part("plain"), (m.subject, as_of)
+    first = smtp_year.first_event
+    assert (first.year, first.month) == (2017, 1)
+    expected = Counter((2017, month, ADDRESS[s]) for month in range(1, 13) for s in SECTIONS)
+    assert months == expected
+
+
+def test_year_repeats_follow_their_interval(smtp_year: YearReplay) -> None:
+    """While an alert stays, overdue repeats every day and at_risk/breached every 7 days."""
+    by_key: dict[str, list[Delivered]] = defaultdict(list)
+    for m in smtp_year.mail:
+        if m.kind != "digest":
+            by_key[m.key].append(m)
+    interval = {"overdue": DAY, "at_risk": 7 * DAY, "breached": 7 * DAY}
+    checked: Counter[str] = Counter()
+    for key, mail in by_key.items():
+        for before, after in pairwise(mail):
+            if before.kind == after.kind and before.kind in interval:
+                gap = after.date - before.date
+                assert gap == interval[before.kind], (key, before.date, after.date)
+                checked[before.kind] += 1
+    assert checked["overdue"] > 10
+    assert checked["breached"] > 10
+
+
+def test_year_overdue_escalates_to_the_director_from_the_third_day(smtp_year: YearReplay) -> None:
+    """An overdue notice goes to the director iff the case is 3 or more days overdue."""
+    overdue = [m for m in smtp_year.mail if m.kind == "overdue"]
+    for m in overdue:
+        found = re.search(r"已逾期(\d+)日", m.subject)
+        days = int(found[1]) if found else 0
+        assert (DIRECTOR in m.to) == (days >= 3), (m.subject, m.to)
+    assert any(DIRECTOR in m.to for m in overdue)
+    assert any(DIRECTOR not in m.to for m in overdue)
+
+
+def test_year_resolved_goes_to_everyone_told(smtp_year: YearReplay) -> None:
+    """A resolved notice goes to the recipients told about the alert since it began."""
+    told: dict[str, set[str]] = defaultdict(set)
+    resolved = 0
+    for m in smtp_year.mail:
+        if m.kind == "digest":
+            continue
+        if m.kind == "resolved":
+            assert m.to == told.pop(m.key), (m.subject, m.to)
+            resolved += 1
+        else:
+            told[m.key] |= m.to
+    assert resolved > 0
+
+
+def test_two_replays_deliver_identical_bytes(smtp_year: YearReplay, maildir_year: Path) -> None:
+    """A second replay (into a Maildir) writes byte for byte what the first sent by SMTP."""
+    files = {p.name: p.read_bytes() for p in (maildir_year / "new").iterdir()}
+    assert len(files) == len(smtp_year.mail)
+    from_maildir = {
+        str(message_from_bytes(b, policy=default)["Message-ID"]): b for b in files.values()
+    }
+    from_smtp = {m.message_id: without_transport(m.raw) for m in smtp_year.mail}
+    assert from_maildir.keys() == from_smtp.keys()
+    different = [mid for mid in from_smtp if from_smtp[mid] != from_maildir[mid]]
+    assert different == [], f"{len(different)} messages differ, e.g. {different[:3]}"
+
+
+# ------------------------------------------------------------------ hand-made scenarios
+
+
+def test_unpaid_subsidy_warns_escalates_and_resolves(tmp_path: Path, settings_file: Path) -> None:
+    """BP1.1 never paid: due soon, overdue at the due instant, daily, director from due+3d."""
+    case = "BS1060315001"
+    events = [
+        event("birth_subsidy.applied", "2017-03-15T10:23:00+08:00", case, {"amount": 20000}),
+        event("birth_subsidy.paid", "2017-03-27T15:30:00+08:00", case),
+    ]
+    mail = replay_events(
+        tmp_path,
+        settings_file,
+        events,
+        "2017-03-28T12:00:00+08:00",
+        alerts={"escalation_days": 3},
+    )
+    mine = [m for m in mail if m.key == f"case:BP1.1:{case}"]
+    owner = {ADDRESS["registration"]}
+    both = owner | {DIRECTOR}
+    seen = [(m.kind, m.date, m.to) for m in mine]
+    due = at("2017-03-23 00:00")
+    assert seen[:6] == [
+        ("due_soon", due - 2 * DAY, owner),
+        ("overdue", due, owner),
+        ("overdue", due + DAY, owner),
+        ("overdue", due + 2 * DAY, owner),
+        ("overdue", due + 3 * DAY, both),
+        ("overdue", due + 4 * DAY, both),
+    ]
+    assert len(seen) == 7, seen
+    kind, sent, to = seen[6]
+    assert (kind, to) == ("resolved", both)
+    assert at("2017-03-27 15:30") < sent <= at("2017-03-27 16:30")
+    assert "106年3月22日（含）前" in mine[0].subject + mine[0].part("plain")
+    for m in mine:
+        assert m.subject.startswith(PREFIX[m.kind]), m.subject
+        assert case in m.subject
+        assert ROC_DATE.search(m.part("plain"))
+        assert FOOTER in m.part("html")
+
+
+def test_breached_kpi_repeats_weekly_to_owner_and_director(
+    tmp_path: Path, settings_file: Path
+) -> None:
+    """An AP2.1 staff error breaches the KPI: owner and director, again every 7 days."""
+    events = [
+        event("registration.completed", "2017-04-10T10:00:00+08:00", "RG1060410001",
+              {"kind": "birth"}),
+        event("cross_notice.recorded", "2017-04-10T10:05:00+08:00", "RG1060410001",
+              {"channel": "declined"}),
+        event("registration.error_found", "2017-04-12T14:20:00+08:00", "RG1060410001",
+              {"cause": "staff"}),
+    ]  # fmt: skip
+    mail = replay_events(tmp_path, settings_file, events, "2017-05-04T00:00:00+08:00")
+    mine = [m for m in mail if m.key == "kpi:2017:AP2.1"]
+    assert [m.kind for m in mine] == ["breached"] * 4, [(m.kind, m.date) for m in mine]
+    first = mine[0].date
+    assert at("2017-04-12 14:20") < first <= at("2017-04-12 15:20")
+    assert [m.date for m in mine] == [first + n * 7 * DAY for n in range(4)]
+    for m in mine:
+        assert m.to == set(m.rcpt) == {ADDRESS["registration"], DIRECTOR}
+        assert m.subject.startswith("【KPI警示】AP2.1"), m.subject
+    assert all(m.kind != "resolved" for m in mail if "AP2.1" in m.key)
+
+
+def test_personal_data_never_leaves_unmasked(
+    tmp_path: Path, settings_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IDs planted in event fields appear only masked in every message and in CLI output."""
+    events = [
+        event("birth_subsidy.applied", "2017-03-10T09:00:00+08:00", NATIONAL_ID,
+              {"amount": 20000, "applicant": NATIONAL_ID, "resident": RESIDENT_ID}),
+        event("birth_subsidy.applied", "2017-03-13T11:00:00+08:00", RESIDENT_ID,
+              {"amount": 20000, "note": f"申請人居留證{RESIDENT_ID}"}),
+        event("care_case.identified", "2017-03-14T09:30:00+08:00", "CC1060314001",
+              {"category": "divorce_with_minor", "contact": f"身分證{NATIONAL_ID}"}),
+        event("birth_subsidy.unknown", "2017-03-15T09:00:00+08:00", NATIONAL_ID),
+    ]  # fmt: skip
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(jsonl(events))
+    capsys.readouterr()
+    with SmtpServer() as server:
+        target = ["--smtp", f"127.0.0.1:{server.port}"]
+        argv = ["replay", str(path), "--until", "2017-04-01T09:00:00+08:00", *target]
+        out = io.StringIO()
+        code = main([*argv, "--matcher", "python", "--settings", str(settings_file)], stdout=out)
+        mail = delivered(server)
+    captured = capsys.readouterr()
+    printed = out.getvalue() + captured.out + captured.err
+    assert code == 0, printed
+    assert "退回 1" in printed, printed
+    assert find_ids(printed) == []
+    assert NATIONAL_ID not in printed
+    assert RESIDENT_ID not in printed
+    kinds = Counter(m.kind for m in mail)
+    assert kinds["overdue"] > 0, kinds
+    assert kinds["digest"] == 4, kinds
+    for m in mail:
+        for text in everything_readable(m):
+            assert find_ids(text) == [], (m.subject, find_ids(text))
+            assert NATIONAL_ID not in text, m.subject
+            assert RESIDENT_ID not in text, m.subject
+    subjects = " ".join(m.subject for m in mail)
+    for masked in ("A12345****", "AA0000****"):
+        assert masked in subjects
+        director_digest = next(m for m in mail if m.kind == "digest" and m.to == {DIRECTOR})
+        assert masked in director_digest.part("plain")
+        assert masked in director_digest.part("html")
+
+
+def test_missed_digests_are_sent_once_on_return(tmp_path: Path, settings_file: Path) -> None:
+    """Down from April to 2017-06-15: each missed digest is sent once on return, never twice."""
+    db = tmp_path / "service.db"
+    settings = load_settings(settings_file, database=db, matcher="python")
+    schedule = Schedule(settings.tick_minutes, settings.digest.day, settings.digest.hour)
+    events = [
+        event("registration.completed", "2017-04-03T09:10:00+08:00", "RG1060403001",
+              {"kind": "move_in"}),
+        event("cross_notice.recorded", "2017-04-03T09:20:00+08:00", "RG1060403001",
+              {"channel": "declined"}),
+        event("seal_certificate.issued", "2017-04-03T09:30:00+08:00", "SC1060403001"),
+    ]  # fmt: skip
+    start = to_us(at("2017-04-03 10:00"))
+
+    def tick(pipeline: Pipeline, server: SmtpServer, when: str) -> list[Delivered]:
+        before = len(server.received)
+        mailer = SmtpMailer(server.host, server.port, security="none")
+        _, _, parked = run_tick(pipeline, schedule, mailer, to_us(at(when)), start)
+        assert parked == []
+        return [Delivered.of(r) for r in server.received[before:]]
+
+    def digests(mail: list[Delivered]) -> Counter[tuple[str, str]]:
+        return Counter(
+            (re.search(r"1\d\d年\d{1,2}月", m.subject)[0], next(iter(m.to)))  # type: ignore[index]
+            for m in mail
+            if m.kind == "digest"
+        )
+
+    with SmtpServer() as server:
+        pipeline = open_pipeline(settings, db)
+        try:
+            for e in events:
+                assert pipeline.card.ingest(e).ok
+            april = tick(pipeline, server, "2017-04-03 10:00")
+            april += tick(pipeline, server, "2017-04-20 10:00")
+            back = tick(pipeline, server, "2017-06-15 10:00")
+            again = tick(pipeline, server, "2017-06-15 11:00")
+        finally:
+            pipeline.card.close()
+        pipeline = open_pipeline(settings, db)  # a restart after the return
+        try:
+            restarted = tick(pipeline, server, "2017-06-15 12:00")
+        finally:
+            pipeline.card.close()
+        all_ids = Counter(m.message_id for m in delivered(server))
+
+    assert digests(april) == Counter(), "no digest for March: the service began in April"
+    expected = Counter((month, ADDRESS[s]) for month in ("106年4月", "106年5月") for s in SECTIONS)
+    assert digests(back) == expected
+    assert digests(again) == Counter(), "ticking again sends nothing new"
+    assert digests(restarted) == Counter(), "nor does a restart"
+    for m in (m for m in back if m.kind == "digest"):
+        month = re.search(r"106年(\d)月", m.subject)[1]  # type: ignore[index]
+        last = {"4": "106年4月30日 23:59", "5": "106年5月31日 23:59"}[month]
+        assert last in m.part("plain"), (m.subject, last)
+    assert [mid for mid, n in all_ids.items() if n > 1] == []
+
+
+def test_event_values_are_escaped_and_add_no_header(tmp_path: Path, settings_file: Path) -> None:
+    """A case id with markup and CR/LF is HTML-escaped and cannot add a mail header."""
+    case = "BS<b>1</b>\r\nBcc: evil@example.org"
+    events = [
+        event("birth_subsidy.applied", "2017-03-15T10:23:00+08:00", case, {"amount": 20000}),
+    ]
+    mail = replay_events(tmp_path, settings_file, events, "2017-03-24T12:00:00+08:00")
+    mine = [m for m in mail if m.key.startswith("case:BP1.1:")]
+    assert [m.kind for m in mine] == ["due_soon", "overdue", "overdue"]
+    for m in mail:
+        assert m.msg["Bcc"] is None
+        assert "evil@example.org" not in m.rcpt
+        head = m.raw.split(b"\r\n\r\n", 1)[0]
+        assert not re.search(rb"^Bcc:", head, re.MULTILINE | re.IGNORECASE)
+        for name, value in m.msg.items():
+            assert not re.search(r"[\r\n]", str(value)), name
+        assert "<b>1</b>" not in m.part("html")
+    assert all("&lt;b&gt;1&lt;/b&gt;" in m.part("html") for m in mine)
