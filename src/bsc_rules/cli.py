@@ -365,8 +365,11 @@ def _cmd_replay(args: argparse.Namespace, console: Console, clock: Clock) -> int
 
 
 def _cmd_render(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.render import preview
+    from bsc_rules.render import example, preview
 
+    mail = example(args.kind)
+    if args.part == "text":
+        console.file.write(mask_text(f"郵件主旨：{mail.subject}\n收件者：{', '.join(mail.to)}\n\n"))
     console.file.write(mask_text(preview(args.kind, args.part)) + "\n")
     return 0
 

@@ -1,0 +1,102 @@
+"""The notification commands through the entry point: replay, history, ack, outbox, render."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from bsc_rules.cli import main
+from tests.conftest import event, jsonl
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(argv, stdout=out), out.getvalue()
+
+
+@pytest.fixture
+def replayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An unpaid birth subsidy replayed to a Maildir, with its state database kept."""
+    monkeypatch.chdir(tmp_path)  # no bsc-rules.toml here: the shipped defaults apply
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(
+        jsonl(
+            [
+                event(
+                    "birth_subsidy.applied",
+                    "2017-03-15T10:00:00+08:00",
+                    "BS1060315001",
+                    {"amount": 20000},
+                ),
+                event("seal_certificate.issued", "2017-04-01T10:00:00+08:00", "SC1"),
+            ]
+        )
+    )
+    db, maildir = tmp_path / "state.db", tmp_path / "mail"
+    code, out = run(
+        [
+            "replay",
+            str(events),
+            "--until",
+            "2017-03-30T12:00:00+08:00",
+            "--maildir",
+            str(maildir),
+            "--db",
+            str(db),
+            "--matcher",
+            "python",
+        ]
+    )
+    assert code == 0
+    assert "重播完成" in out
+    return db, maildir
+
+
+def test_history_lists_transitions_and_mail(replayed: tuple[Path, Path]) -> None:
+    """History shows the case entering due_soon and overdue and who was told."""
+    db, _ = replayed
+    code, out = run(["history", "--db", str(db), "--case", "BS1060315001"])
+    assert code == 0
+    for word in ("entered", "due_soon", "overdue", "notified", "registration@datong.example.org"):
+        assert word in out
+
+
+def test_ack_stops_repeats(replayed: tuple[Path, Path]) -> None:
+    """An acknowledged alert is recorded with its note; an unknown one is a clear error."""
+    db, _ = replayed
+    code, out = run(["ack", "case:BP1.1:BS1060315001", "--note", "已聯繫申請人", "--db", str(db)])
+    assert code == 0
+    assert "已確認警示" in out
+    _, history = run(["history", "--db", str(db), "--case", "BS1060315001"])
+    assert "acknowledged" in history
+    assert "已聯繫申請人" in history
+    assert run(["ack", "case:BP1.1:NOPE", "--note", "x", "--db", str(db)])[0] == 1
+
+
+def test_outbox_lists_what_was_sent(replayed: tuple[Path, Path]) -> None:
+    """The outbox lists the sent mail, one file per message in the Maildir."""
+    db, maildir = replayed
+    code, out = run(["outbox", "--db", str(db), "--status", "sent"])
+    assert code == 0
+    files = list((maildir / "new").glob("*"))
+    assert files
+    assert out.count("sent") == len(files)
+    assert run(["outbox", "--db", str(db), "--retry"])[0] == 0  # nothing parked: a no-op
+
+
+@pytest.mark.parametrize(
+    ("kind", "part", "fragment"),
+    [
+        ("overdue", "text", "【KPI警示】"),
+        ("due_soon", "text", "【KPI預警】"),
+        ("resolved", "text", "【已解除】"),
+        ("digest", "html", "<html"),
+    ],
+)
+def test_render_example(kind: str, part: str, fragment: str) -> None:
+    """`render KIND --example` previews a template with sample data."""
+    code, out = run(["render", kind, "--example", "--part", part])
+    assert code == 0
+    assert fragment in out
