@@ -483,3 +483,7 @@ def main(
             mask_text(f"bsc-rules {args.command}: 錯誤：{exc}"), highlight=False, markup=False
         )
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
