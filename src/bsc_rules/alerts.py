@@ -63,6 +63,7 @@ class AlertRecord:
     escalated: bool = False
     acknowledged: bool = False
     ack_note: str | None = None
+    sent: int = 0  # notifications actually sent in this state (after downtime < notified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class Notify:
     since: int
     escalated: bool = False
     resolved_from: State | None = None
+    count: int = 0  # how many notifications of this state were sent before this one
 
     @property
     def ident(self) -> str:
@@ -123,8 +125,11 @@ def _notify_if_due(rec: AlertRecord, now: int, policy: Policy) -> tuple[AlertRec
     repeat = max(due - 1, rec.notified if newly_escalated else 0)
     escalated = rec.escalated or escalate
     to = _recipients(rec.state, escalated)
-    note = Notify(rec.key, rec.state, to, repeat, rec.since, escalated)
-    return replace(rec, notified=repeat + 1, told=rec.told | to, escalated=escalated), [note]
+    note = Notify(rec.key, rec.state, to, repeat, rec.since, escalated, count=rec.sent)
+    new = replace(
+        rec, notified=repeat + 1, told=rec.told | to, escalated=escalated, sent=rec.sent + 1
+    )
+    return new, [note]
 
 
 def _resolve(rec: AlertRecord) -> list[Notify]:

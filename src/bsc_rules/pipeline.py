@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     told         TEXT NOT NULL,
     escalated    INTEGER NOT NULL,
     acknowledged INTEGER NOT NULL,
-    ack_note     TEXT
+    ack_note     TEXT,
+    sent         INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS alert_history (
     seq        INTEGER PRIMARY KEY,
@@ -97,7 +98,7 @@ class AlertTable:
 
     def load(self) -> dict[str, AlertRecord]:
         rows = self.conn.execute(
-            "SELECT key, state, since_us, notified, told, escalated, acknowledged, ack_note"
+            "SELECT key, state, since_us, notified, told, escalated, acknowledged, ack_note, sent"
             " FROM alerts"
         )
         return {
@@ -110,13 +111,14 @@ class AlertTable:
                 bool(r[5]),
                 bool(r[6]),
                 r[7],
+                r[8],
             )
             for r in rows
         }
 
     def save(self, rec: AlertRecord) -> None:
         self.conn.execute(
-            "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec.key,
                 rec.state,
@@ -126,6 +128,7 @@ class AlertTable:
                 int(rec.escalated),
                 int(rec.acknowledged),
                 rec.ack_note,
+                rec.sent,
             ),
         )
 
@@ -298,7 +301,7 @@ class Pipeline:
             due=seen.due,
             resolved_from=note.resolved_from,
             escalated=note.escalated,
-            repeat=note.repeat,
+            repeat=note.count,
         )
         mail = render_alert(
             notice,

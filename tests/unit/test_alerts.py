@@ -133,3 +133,11 @@ def test_identity_is_stable() -> None:
     _, first = step(KEY, None, overdue(), DUE + HOUR, P)
     _, second = step(KEY, None, overdue(), DUE + 2 * HOUR, P)
     assert [n.ident for n in first] == [n.ident for n in second]
+
+
+def test_count_is_messages_sent_not_intervals() -> None:
+    """After downtime the catch-up notice counts the messages sent, not intervals passed."""
+    rec, first = step(KEY, None, overdue(), DUE, P)
+    _, later = step(KEY, rec, overdue(), DUE + 10 * DAY + HOUR, P)
+    assert (first[0].count, later[0].count) == (0, 1)
+    assert later[0].repeat == 10  # the identity still follows the interval
