@@ -365,7 +365,7 @@ def _cmd_replay(args: argparse.Namespace, console: Console, clock: Clock) -> int
 
 
 def _cmd_render(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.render import example, preview
+    from bsc_rules.examples import example, preview
 
     mail = example(args.kind)
     if args.part == "text":

@@ -20,13 +20,12 @@ from bsc_rules import render
 from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.charts import trend_png
 from bsc_rules.errors import UsageError
+from bsc_rules.examples import example, example_digest, preview
 from bsc_rules.notices import AlertNotice, CaseLine, DigestData, KpiInfo, Mail, SentLine, TrendPoint
 from bsc_rules.privacy import find_ids
 from bsc_rules.render import (
     KINDS,
     RenderError,
-    example,
-    preview,
     render_alert,
     render_digest,
     strategy_map,
@@ -239,7 +238,7 @@ def test_digest_content() -> None:
 
 def test_digest_for_a_section_names_it() -> None:
     """A section's digest says whose KPIs it covers."""
-    data = render._example_digest(render._example_data())
+    data = example_digest()
     rows = tuple(r for r in data.rows if r.kpi.owner == "records")
     section = replace(data, audience="records", audience_name="戶籍資料課", rows=rows)
     mail = render_digest(section, sender="a@b.example", to=(), message_id="<d@x>", date=0)
@@ -249,7 +248,7 @@ def test_digest_for_a_section_names_it() -> None:
 
 def test_strategy_map_layout() -> None:
     """Themes A/B/C as columns; perspectives C/P as cells per theme, L/F spanning."""
-    columns, rows = strategy_map(render._example_digest(render._example_data()))
+    columns, rows = strategy_map(example_digest())
     assert [code for code, _ in columns] == ["A", "B", "C"]
     assert [(r.code, r.common, len(r.cells)) for r in rows] == [
         ("C", False, 3),
@@ -288,7 +287,7 @@ def test_ids_are_masked_everywhere() -> None:
 
 def test_digest_masks_ids() -> None:
     """IDs in open cases, notification subjects and errors of a digest are masked."""
-    data = render._example_digest(render._example_data())
+    data = example_digest()
     line = SentLine(at("2017-05-02T08:00"), "案件A123456789", ("x@y.example",), error="AA00000009")
     planted = replace(
         data,
@@ -534,7 +533,7 @@ def test_chart_edge_cases(points: list[TrendPoint]) -> None:
 
 def test_digest_without_target_or_data() -> None:
     """Grey statuses and missing numbers render (無資料 / 無目標值)."""
-    data = render._example_digest(render._example_data())
+    data = example_digest()
     row = replace(data.rows[0], status="no_target", target=None, ytd_value=None, month_value=None)
     empty = replace(data, rows=(row, replace(data.rows[1], status="no_data")), month=1)
     mail = render_digest(empty, sender="a@b.example", to=(), message_id="<d@x>", date=0)

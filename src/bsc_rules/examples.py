@@ -1,0 +1,141 @@
+"""Sample notifications for previews: ``bsc-rules render KIND --example``.
+
+The data (Datong, 2017) is in ``notifications/examples.yaml``, editable by the office
+alongside the templates it previews.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from bsc_rules.calendar import TAIPEI, to_us
+from bsc_rules.errors import UsageError
+from bsc_rules.notices import (
+    AlertNotice,
+    CaseLine,
+    DigestData,
+    DigestRow,
+    KpiInfo,
+    Mail,
+    SentLine,
+    TrendPoint,
+)
+from bsc_rules.render import (
+    DEFAULT_TEMPLATES,
+    KINDS,
+    RenderError,
+    inline_images,
+    render_alert,
+    render_digest,
+)
+
+
+def preview(kind: str, part: Literal["text", "html"]) -> str:
+    """The example of ``kind`` as plain text, or as HTML with its images inlined."""
+    mail = example(kind)
+    return mail.text if part == "text" else inline_images(mail.html, mail.images)
+
+
+def example(kind: str, templates: Path | None = None) -> Mail:
+    """A realistic example mail of ``kind`` (Datong, 2017) from notifications/examples.yaml."""
+    if kind not in KINDS:
+        msg = f"unknown notification kind {kind!r}; expected one of {', '.join(KINDS)}"
+        raise UsageError(msg)
+    data = _example_data()
+    recipients = data["recipients"]
+    spec = data["digest"] if kind == "digest" else data["alerts"][kind]
+    envelope: dict[str, Any] = {
+        "sender": data["sender"],
+        "to": tuple(recipients[r] for r in spec["to"]),
+        "templates": templates,
+    }
+    if kind == "digest":
+        digest = _example_digest(data)
+        envelope["message_id"] = f"<digest.{digest.year}-{digest.month:02d}@{data['mail_domain']}>"
+        return render_digest(digest, date=_at(spec["sent"]), **envelope)
+    notice = _example_notice(data, spec["notice"])
+    key = re.sub(r"[^A-Za-z0-9.-]", "-", notice.alert_key)
+    envelope["message_id"] = f"<{kind}.{key}@{data['mail_domain']}>"
+    return render_alert(notice, office_name=data["office"], date=notice.as_of, **envelope)
+
+
+# --- example data --------------------------------------------------------------------
+
+
+def _example_data() -> dict[str, Any]:
+    path = DEFAULT_TEMPLATES / "examples.yaml"
+    try:
+        return cast(dict[str, Any], yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError) as exc:
+        msg = f"cannot read the example data {path}: {exc}"
+        raise RenderError(msg) from exc
+
+
+def _at(text: str) -> int:
+    """An instant from local time text such as ``2017-05-31T08:00`` (Asia/Taipei)."""
+    return to_us(datetime.fromisoformat(text).replace(tzinfo=TAIPEI))
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _example_kpis(data: dict[str, Any]) -> dict[str, KpiInfo]:
+    kpis = {}
+    for kid, (name, obj, obj_name, theme, persp, owner, unit, direction) in data["kpis"].items():
+        kpis[kid] = KpiInfo(
+            kid, name, obj, obj_name, theme, data["themes"][theme], persp,
+            data["perspectives"][persp], owner, data["sections"][owner], unit, direction,
+        )  # fmt: skip
+    return kpis
+
+
+def _example_notice(data: dict[str, Any], spec: dict[str, Any]) -> AlertNotice:
+    fields_ = dict(spec, kpi=_example_kpis(data)[spec["kpi"]])
+    for name in ("as_of", "opened", "due"):
+        if name in fields_:
+            fields_[name] = _at(fields_[name])
+    for name in ("value", "target"):
+        fields_[name] = _number(fields_[name])
+    return AlertNotice(**fields_)
+
+
+def _example_rows(data: dict[str, Any]) -> tuple[DigestRow, ...]:
+    kpis, rows = _example_kpis(data), []
+    for kid, (month, ytd, target, status, num, den, trend) in data["digest"]["rows"].items():
+        goal = _number(target)
+        points = tuple(TrendPoint(m, _number(v), goal) for m, v in enumerate(trend, 1))
+        values = (_number(month), _number(ytd), goal, status, _number(num), _number(den))
+        rows.append(DigestRow(kpis[kid], *values, points))
+    return tuple(rows)
+
+
+def _example_digest(data: dict[str, Any]) -> DigestData:
+    spec, recipients = data["digest"], data["recipients"]
+    sent = tuple(
+        SentLine(_at(at), subject, tuple(recipients[r] for r in to), key, ack)
+        for at, to, key, ack, subject in spec["notified"]
+    )
+    return DigestData(
+        data["office"], spec["audience"], data["sections"][spec["audience"]],
+        spec["year"], spec["month"], _at(spec["as_of"]), _example_rows(data),
+        open_cases=tuple(
+            CaseLine(c["kpi_id"], c["subject"], c["state"], _at(c["due"]))
+            for c in spec["open_cases"]
+        ),
+        notified=sent,
+        unacknowledged=tuple(sent[i] for i in spec["unacknowledged"]),
+        undeliverable=tuple(replace(sent[i], error=e) for i, e in spec["undeliverable"]),
+        themes=data["themes"], perspectives=data["perspectives"],
+    )  # fmt: skip
+
+
+def example_digest() -> DigestData:
+    """The sample digest data (the May digest for the director) before rendering."""
+    return _example_digest(_example_data())
