@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, Union
@@ -161,8 +161,15 @@ def content_digest(body: bytes) -> bytes:
 # ---------------------------------------------------------------- pydantic models
 
 
+EARLIEST_YEAR, LATEST_YEAR = 1912, 2199  # the ROC era to a far but sane future
+
+
 def _check_time(text: str) -> datetime:
-    return parse_instant(text)
+    moment = parse_instant(text)
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        msg = f"expected a time between {EARLIEST_YEAR}-01-01 and {LATEST_YEAR}-12-31, got {text!r}"
+        raise ValueError(msg)
+    return moment
 
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
@@ -264,12 +271,52 @@ def _error_text(error: Mapping[str, Any]) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- parsing
 
-_LONG_NUMBER = re.compile(rb"\d{16,}")
+# orjson turns integers past 64 bits into floats, and numbers past the float range into
+# infinities: such lines go to the stdlib reader, which keeps the former and refuses the latter.
+_LONG_NUMBER = re.compile(rb"\d{16,}|[eE][+-]?\d{3,}")
+MAX_DEPTH = 32  # nesting an event needs is 3; deeper input is refused, not walked
 
 
 def _no_constant(name: str) -> Any:
     msg = f"{name} is not a JSON number"
     raise ValueError(msg)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        msg = f"the number {text[:40]} is out of range"
+        raise ValueError(msg)
+    return value
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_surrogate(v) for v in value)
+
+
+def _culprit(obj: Any, bad: Callable[[Any, int], bool], levels: int = 2) -> str:
+    """The dotted path (at most ``levels`` deep) of the first member that is ``bad``."""
+    path: list[str] = []
+    node = obj
+    while len(path) < levels and isinstance(node, dict):
+        key = next((k for k, v in node.items() if bad(v, len(path) + 1)), None)
+        if key is None:
+            break
+        path.append(str(key))
+        node = node[key]
+    return ".".join(path)
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply ``value`` nests (stops counting past ``limit``)."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
 
 
 def _decode(raw: bytes) -> Any:
@@ -279,14 +326,17 @@ def _decode(raw: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     try:  # the stdlib reads what orjson refuses but JSON allows (integers past 64 bits)
-        return json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         msg = f"{exc.msg.lower()} at column {exc.colno}"
         raise ValueError(msg) from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except ValueError as exc:
-        raise ValueError(str(exc)) from None
+        text = str(exc)
+        if "integer string conversion" in text:
+            text = "a number with more than 4300 digits"
+        raise ValueError(text) from None
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
@@ -294,7 +344,9 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # integers past 64 bits
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
         return text.encode()
 
 
@@ -311,6 +363,10 @@ def parse_line(raw: bytes | str, line: int | None = None) -> Event | Rejection:
     except ValueError as exc:
         message = f"not valid JSON: {exc}" if _is_utf8(data) else "not valid UTF-8 text"
         return Rejection(message, line=line, raw=data)
+    if _depth(obj) > MAX_DEPTH:
+        field = _culprit(obj, lambda v, level: _depth(v) > MAX_DEPTH - level)
+        message = f"expected at most {MAX_DEPTH} levels of nesting, got deeper"
+        return Rejection(message, field=field, line=line, event_id=_ident(obj, "id"), raw=data)
     return parse_object(obj, line=line, raw=data)
 
 
@@ -337,7 +393,12 @@ def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) ->
         field = texts[0][0]
         message = "; ".join(f"{f}: {m}" if i else m for i, (f, m) in enumerate(texts))
         return Rejection(message, field=field, line=line, event_id=event_id, source=source, raw=raw)
-    return _event(valid, valid["time"], canonical(obj))
+    if _has_surrogate(obj):
+        field = _culprit(obj, lambda v, _level: _has_surrogate(v))
+        message = "expected Unicode text, got a lone UTF-16 surrogate (\\ud800-\\udfff)"
+        return Rejection(message, field=field, line=line, event_id=event_id, source=source, raw=raw)
+    body = canonical(obj)
+    return _event(valid, valid["time"], body)
 
 
 def _event(obj: Mapping[str, Any], time: datetime, body: bytes) -> Event:

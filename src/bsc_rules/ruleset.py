@@ -26,7 +26,7 @@ from bsc_rules.sourcemap import load_and_validate
 
 SectionCode = Literal["registration", "records", "general_affairs", "director"]
 Year = Annotated[int, Field(ge=1912, le=2200)]
-Number = StrictInt | float
+Number = StrictInt | Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
