@@ -8,6 +8,7 @@ Everything printed passes through :func:`bsc_rules.privacy.mask_text`.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -29,7 +30,7 @@ from bsc_rules.calendar import (
     to_us,
 )
 from bsc_rules.clock import Clock, SystemClock
-from bsc_rules.errors import BscRulesError, UsageError
+from bsc_rules.errors import BscRulesError, StoreError, UsageError
 from bsc_rules.privacy import mask_text, mask_value
 from bsc_rules.report import Report
 from bsc_rules.ruleset import RuleSet, load_ruleset
@@ -469,15 +470,36 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Clock], int]] = {
 }
 
 
+def _with_db(text: str, args: argparse.Namespace) -> str:
+    """The message, naming the database file when it does not already."""
+    db = getattr(args, "db", None)
+    return text if db is None or str(db) in text else f"{text} [database: {db}]"
+
+
 def main(
     argv: Sequence[str] | None = None, *, clock: Clock | None = None, stdout: IO[str] | None = None
 ) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     console = Console(file=stdout or sys.stdout, width=160, soft_wrap=False)
-    errors = Console(stderr=True)
+    errors = Console(stderr=True, soft_wrap=True)
     try:
         return COMMANDS[args.command](args, console, clock or SystemClock())
+    except sqlite3.Error as exc:  # a database fault outside the store's own checks
+        text = f"database error: {exc} (nothing partial was kept)"
+        errors.print(
+            mask_text(f"bsc-rules {args.command}: 錯誤：{_with_db(text, args)}"),
+            highlight=False,
+            markup=False,
+        )
+        return 1
+    except StoreError as exc:
+        errors.print(
+            mask_text(f"bsc-rules {args.command}: 錯誤：{_with_db(str(exc), args)}"),
+            highlight=False,
+            markup=False,
+        )
+        return 1
     except BscRulesError as exc:
         errors.print(
             mask_text(f"bsc-rules {args.command}: 錯誤：{exc}"), highlight=False, markup=False

@@ -37,7 +37,7 @@ from email.utils import getaddresses
 from typing import Any, Literal
 
 from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND
-from bsc_rules.errors import UsageError
+from bsc_rules.errors import StoreError, UsageError
 from bsc_rules.notices import Mail
 from bsc_rules.privacy import mask_text
 
@@ -77,13 +77,19 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     if conn.in_transaction:
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot write to the database: {exc}") from exc
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # nothing of the block stays: no partial state
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"cannot write to the database: {exc}") from exc
         raise
-    conn.execute("COMMIT")
 
 
 @dataclass(frozen=True, slots=True)

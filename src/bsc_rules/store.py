@@ -124,6 +124,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        msg = f"the database {path} cannot be used ({exc}); is it a bsc_rules database, and intact?"
+        raise StoreError(msg) from exc
     except (sqlite3.Error, OSError) as exc:
         msg = f"cannot open the database {path}: {exc}"
         raise StoreError(msg) from exc
@@ -135,9 +138,27 @@ class SQLiteStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        existed = self.path.exists()
         self._conn = _connect(self.path)
         self.written: set[int] = set()  # seqs this connection wrote (see Scorecard.refresh)
+        if existed:
+            self._check_integrity()
         self._check_version()
+
+    def _check_integrity(self) -> None:
+        """SQLite's quick_check on start: a damaged file is refused with a clear message."""
+        try:
+            rows = [r[0] for r in self._conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            self._conn.close()
+            found = "; ".join(rows)
+            msg = (
+                f"the database {self.path} is damaged (SQLite quick_check: {found}); "
+                "restore it from a backup or move it aside"
+            )
+            raise StoreError(msg)
 
     def _check_version(self) -> None:
         row = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
