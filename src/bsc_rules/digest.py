@@ -182,4 +182,5 @@ def send_digests(pipeline: Pipeline, year: int, month: int, now: int) -> list[st
         for mail in mails:
             pipeline.outbox.enqueue(mail, kind="digest", now_us=now)
         conn.execute("INSERT INTO runs VALUES ('digest', ?, ?)", (period, now))
+        conn.execute("INSERT OR REPLACE INTO runs VALUES ('pipeline', 'clock', ?)", (now,))
     return [m.message_id for m in mails]

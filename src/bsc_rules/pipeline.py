@@ -245,10 +245,31 @@ class Pipeline:
             return []
         queued: list[str] = []
         with transaction(self.conn):
+            self._mark_clock(now)
             for key, old, new, notes, context in plans:
                 self._record(key, old, new, now)
                 queued += [self._enqueue(n, context, now) for n in notes if context is not None]
         return queued
+
+    def _mark_clock(self, now: int) -> None:
+        """Record the instant of the latest decision (a resumed replay goes on from it)."""
+        self.conn.execute("INSERT OR REPLACE INTO runs VALUES ('pipeline', 'clock', ?)", (now,))
+
+    def resume_clock(self) -> int | None:
+        """The instant of the latest decision recorded, if any."""
+        row = self.conn.execute(
+            "SELECT done_us FROM runs WHERE job = 'pipeline' AND period = 'clock'"
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def started(self, now: int) -> int:
+        """When this database's pipeline first ran (recorded at ``now`` the first time)."""
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR IGNORE INTO runs VALUES ('service', 'started', ?)", (now,))
+        row = self.conn.execute(
+            "SELECT done_us FROM runs WHERE job = 'service' AND period = 'started'"
+        ).fetchone()
+        return int(row[0])
 
     def _record(self, key: str, old: AlertRecord | None, new: AlertRecord | None, now: int) -> None:
         if new is None:

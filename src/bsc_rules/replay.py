@@ -92,6 +92,7 @@ def replay(
     summary = ReplaySummary()
     batch: list[tuple[int, bytes]] = []
     now: int | None = None
+    resume = pipeline.resume_clock()  # a replay interrupted earlier goes on from its last decision
     for number, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
@@ -100,7 +101,8 @@ def replay(
         if isinstance(parsed, Event) and t > until:
             continue
         if now is None and isinstance(parsed, Event):
-            now = summary.start = t
+            summary.start = pipeline.started(t)
+            now = t if resume is None else max(t, resume)
         while now is not None and (nxt := schedule.after(now)) < t:
             _flush(pipeline, batch, summary)
             now = nxt
@@ -112,6 +114,10 @@ def replay(
     while now is not None and (nxt := schedule.after(now)) <= until:
         now = nxt
         _tick(pipeline, schedule, mailer, now, summary)
+    if now is not None:  # mail decided before an interruption and not yet sent
+        report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
+        summary.sent += report.sent
+        summary.undeliverable += [f.message_id for f in report.parked]
     summary.end = now
     return summary
 
