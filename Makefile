@@ -26,5 +26,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
+# Benchmarks (docs/benchmarks.md): `make bench` runs the full set (national year of 10M
+# events; about 15 min), `make bench QUICK=1` a national sample (a few minutes). DuckDB is a
+# baseline only: installed into the venv here, not a dependency of the project.
+bench: $(STAMP)
+	$(BIN)/python -c "import duckdb" 2>/dev/null || $(BIN)/python -m pip install -q duckdb
+	$(BIN)/python -m bench $(if $(filter-out 0,$(QUICK)),--quick)
+
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The fault suites' long mode (about 30 min on 2 cores): 100 crash trials per harness,
+# 10,000 generated cases per fuzz target; totals go to out/faults-long.json.
+.PHONY: faults-long
+faults-long: $(STAMP)
+	BSC_FAULTS_LONG=1 $(BIN)/pytest -q tests/faults
