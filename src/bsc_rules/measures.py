@@ -35,12 +35,13 @@ FAR_FUTURE = 2**62
 class CaseRec:
     """One subject of one opening type: its earliest opening event and its follow-ups."""
 
-    __slots__ = ("dues", "follow", "open_mask", "open_seq", "open_us", "vals")
+    __slots__ = ("dues", "follow", "open_mask", "open_seq", "open_us", "vals", "year")
 
     def __init__(self) -> None:
         self.open_us: int | None = None
         self.open_seq = 0
         self.open_mask = 0
+        self.year = 0
         self.vals: tuple[Any, ...] = ()
         self.dues: tuple[int, ...] = ()
         self.follow: list[FollowUp] | None = None
@@ -110,6 +111,10 @@ class CaseBook:
         opening = FOLLOW_UP_OF.get(event.type) or event.type
         rec = self._rec(opening, event.subject)
         tracked = self._tracked.get(opening, ())
+        if opening != event.type:  # a follow-up changes only the KPIs whose conditions it meets
+            tracked = [k for k in tracked if mask & k.masks["follow_ups"]]
+        elif rec.open_us is not None and (event.time_us, seq) >= (rec.open_us, rec.open_seq):
+            tracked = []  # a later repeat of the opening event changes nothing
         before = [_contribution(self, k, rec) for k in tracked]
         if opening != event.type:
             if rec.follow is None:
@@ -138,6 +143,7 @@ class CaseBook:
         if rec.open_us is None:
             self.orphans -= len(rec.follow or ())
         rec.open_us, rec.open_seq, rec.open_mask = event.time_us, seq, mask
+        rec.year = year_of(event.time_us)
         needs = self.rules.field_needs.get(event.type, ())
         rec.vals = tuple(event.data.get(name) for name in needs)
         rules = self._deadlines.get(event.type, ())
@@ -184,7 +190,7 @@ def _contribution(book: CaseBook, kpi: Kpi, rec: CaseRec) -> Contribution:
     """What one case adds to its KPI's yearly totals once all its events are in."""
     if rec.open_us is None or not rec.open_mask & kpi.population.mask:
         return None
-    year = year_of(rec.open_us)
+    year = rec.year
     m = kpi.spec.measure
     if isinstance(m, DeadlineMeasure):
         due = rec.dues[book.deadline_index[kpi.id]]

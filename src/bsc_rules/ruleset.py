@@ -315,6 +315,8 @@ class Kpi:
     def __post_init__(self) -> None:
         roles = ("exclude", "fail", "closed_by", "cancelled_by")
         masks = {role: sum(c.mask for c in getattr(self, role)) for role in roles}
+        masks["credit"] = sum(c.mask for c, _w in self.credit)
+        masks["follow_ups"] = sum(masks.values())  # every condition a follow-up can meet
         object.__setattr__(self, "masks", masks)
 
 
