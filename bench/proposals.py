@@ -15,6 +15,9 @@ Variants (file, function: change):
   past 64 bits).
 * ``event`` — events.Event: ``@dataclass(slots=True)`` without ``frozen`` (a frozen init
   calls ``object.__setattr__`` per field).
+* ``hostile`` — events.parse_line and parse_object: the hostile-input checks (nesting
+  depth, lone surrogates) walked in Python only when a C-speed test says they may fail:
+  more than MAX_DEPTH brackets in the line; orjson (strict UTF-8) refusing to encode.
 * ``measure`` — measures.CaseBook.add and _count: each KPI compiled once to masks and
   (mask, weight) credits; no contribution computed before a case is opened; no
   ``setdefault(year, Counter())`` (a new Counter per call).
@@ -107,6 +110,61 @@ def patch_decode() -> None:
 
 
 @patch
+def patch_hostile() -> None:
+    """The hostile-input checks of events.parse_line/parse_object at C speed on the common
+    path: nesting is walked only when the line holds more than MAX_DEPTH brackets (depth
+    can be no more than that count); lone surrogates are looked for only when orjson,
+    strict UTF-8, refuses to encode the object (it raises TypeError for them)."""
+    from bsc_rules import events as ev
+
+    def parse_line(raw: bytes | str, line: int | None = None) -> Any:
+        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+        try:
+            obj = ev._decode(data)
+        except ValueError as exc:
+            message = f"not valid JSON: {exc}" if ev._is_utf8(data) else "not valid UTF-8 text"
+            return ev.Rejection(message, line=line, raw=data)
+        brackets = data.count(b"{") + data.count(b"[")
+        if brackets > ev.MAX_DEPTH and ev._depth(obj) > ev.MAX_DEPTH:
+            field = ev._culprit(obj, lambda v, level: ev._depth(v) > ev.MAX_DEPTH - level)
+            message = f"expected at most {ev.MAX_DEPTH} levels of nesting, got deeper"
+            return ev.Rejection(
+                message, field=field, line=line, event_id=ev._ident(obj, "id"), raw=data
+            )
+        return ev.parse_object(obj, line=line, raw=data)
+
+    def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) -> Any:
+        event_id, source = ev._ident(obj, "id"), ev._ident(obj, "source")
+        if raw is None:
+            raw = ev.canonical(obj) if isinstance(obj, dict) else repr(obj).encode()
+        if not isinstance(obj, dict):
+            got = ev._describe(obj)
+            return ev.Rejection(f"expected a JSON object, got {got}", line=line, raw=raw)
+        try:
+            valid = ev._ADAPTER.validate_python(obj)
+        except ev.ValidationError as exc:
+            texts = [ev._error_text(e) for e in exc.errors(include_url=False)]
+            message = "; ".join(f"{f}: {m}" if i else m for i, (f, m) in enumerate(texts))
+            return ev.Rejection(
+                message, field=texts[0][0], line=line, event_id=event_id, source=source, raw=raw
+            )
+        try:
+            body = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)  # refuses surrogates
+        except TypeError:
+            if ev._has_surrogate(obj):
+                field = ev._culprit(obj, lambda v, _level: ev._has_surrogate(v))
+                message = "expected Unicode text, got a lone UTF-16 surrogate (\\ud800-\\udfff)"
+                return ev.Rejection(
+                    message, field=field, line=line, event_id=event_id, source=source, raw=raw
+                )
+            body = ev.canonical(obj)  # integers past 64 bits
+        return ev._event(valid, valid["time"], body)
+
+    _rebind("parse_line", ev.parse_line, parse_line)
+    _rebind("parse_object", ev.parse_object, parse_object)
+
+
+@patch
 def patch_event() -> None:
     import dataclasses
 
@@ -182,32 +240,26 @@ def patch_store() -> None:
 
 @patch
 def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
-    """CaseBook.add with each KPI compiled once into plain masks and weights, and the
-    contributions computed only for cases that are (or become) opened."""
+    """CaseBook.add as it is now (a follow-up touches only the KPIs it meets, a repeat
+    opening nothing), plus: each KPI compiled once to plain masks and (mask, weight)
+    credits for the ratio contributions; no "before" contribution for a case not yet
+    opened; ``_count`` without ``setdefault(year, Counter())`` (a new Counter per call)."""
     from bsc_rules import measures as m
-    from bsc_rules.ruleset import SCORE_SCALE, DeadlineMeasure, RatioMeasure
+    from bsc_rules.ruleset import SCORE_SCALE, RatioMeasure
 
-    far = m.FAR_FUTURE
     original_init = m.CaseBook.__init__
 
     def plan(book: Any, kpi: Any) -> tuple[Any, ...]:
-        measure = kpi.spec.measure
-        credit = tuple((c.mask, w) for c, w in kpi.credit)
-        kind = (
-            "deadline"
-            if isinstance(measure, DeadlineMeasure)
-            else "ratio"
-            if isinstance(measure, RatioMeasure)
-            else "other"
-        )
+        ratio = isinstance(kpi.spec.measure, RatioMeasure)
         return (
-            kind,
+            ratio,
             kpi.population.mask,
             kpi.masks["exclude"],
             kpi.masks["fail"],
-            credit,
+            tuple((c.mask, w) for c, w in kpi.credit),
             kpi,
             kpi.id in book.pending,
+            kpi.masks["follow_ups"],
         )
 
     def init(self: Any, rules: Any) -> None:
@@ -215,11 +267,10 @@ def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
         self._plans = {t: tuple(plan(self, k) for k in ks) for t, ks in self._tracked.items()}
 
     def contribution(book: Any, p: tuple[Any, ...], rec: Any) -> Any:
-        kind, population, exclude, fail, credit, kpi, _ = p
-        opened = rec.open_us
-        if opened is None or not rec.open_mask & population:
+        ratio, population, exclude, fail, credit, kpi = p[:6]
+        if rec.open_us is None or not rec.open_mask & population:
             return None
-        if kind != "ratio":
+        if not ratio:
             return m._contribution(book, kpi, rec)
         flags = rec.open_mask
         for item in rec.follow or ():
@@ -232,7 +283,7 @@ def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
             score = min(SCORE_SCALE, sum(w for c, w in credit if flags & c))
         else:
             score = SCORE_SCALE
-        return (m.year_of(opened), (("den", 1), ("num", score)))
+        return (rec.year, (("den", 1), ("num", score)))
 
     def add(self: Any, event: Any, mask: int, seq: int) -> None:
         t = event.time_us
@@ -247,6 +298,10 @@ def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
             rec = book[subject] = m.CaseRec()
         plans = self._plans.get(opening, ())
         was_open = rec.open_us is not None
+        if opening != etype:
+            plans = tuple(p for p in plans if mask & p[7])
+        elif was_open and (t, seq) >= (rec.open_us, rec.open_seq):
+            plans = ()  # a later repeat of the opening event changes nothing
         before = [contribution(self, p, rec) for p in plans] if was_open else None
         if opening != etype:
             if rec.follow is None:
@@ -281,7 +336,6 @@ def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
             else:
                 bucket.pop(key, None)
 
-    assert far  # the ratio path reads every follow-up, as flags(FAR_FUTURE) does
     m.CaseBook.__init__ = init  # type: ignore[method-assign]
     m.CaseBook.add = add  # type: ignore[method-assign]
     m.CaseBook._count = count  # type: ignore[method-assign]
@@ -521,14 +575,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901  (sections in orde
     args = parser.parse_args(argv)
     one = str(ensure("one", ("datong",), rewrite=False).path)
     db = str(DATA / "db" / "proposal.db")
-    engine = ["year", "decode", "event", "measure"]
+    engine = ["hostile", "decode", "event", "measure"]
     replay = {"path": one, "db": db, "as_of": FINAL}
 
     if "engine" not in args.skip:
         print("engine replay, one office (validate + store + match + measure):", flush=True)
         base = _best([], "replay", {**replay, "matcher": "python"}, args.repeat)
         print(_line("before (Python matcher)", base, None), flush=True)
-        for names in [[n] for n in [*engine, "store"]] + [engine]:
+        for names in [[n] for n in [*engine, "year", "store"]] + [engine]:
             best = _best(names, "replay", {**replay, "matcher": "python"}, args.repeat)
             print(_line(" + ".join(names), best, base), flush=True)
         base = _best([], "replay", {**replay, "matcher": "durable"}, args.repeat)
@@ -565,10 +619,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901  (sections in orde
             "replay",
             {"path": city, "db": city_db, "matcher": "python", "as_of": FINAL, "keep": True},
         )
+        import sqlite3
+        import time
+
+        conn = sqlite3.connect(city_db)
+        start = time.perf_counter()
+        conn.execute("PRAGMA quick_check(5)").fetchall()
+        print(f"  (of which PRAGMA quick_check on open: {time.perf_counter() - start:.2f} s)")
+        conn.close()
         restart = {"db": city_db, "matcher": "python", "as_of": FINAL}
         base = _best([], "restart", restart, 2)
         print(_line("before", base, None), flush=True)
-        for names in (["year", "measure"], engine):
+        for names in (["measure"], engine):
             print(_line(" + ".join(names), _best(names, "restart", restart, 2), base), flush=True)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{city_db}{suffix}").unlink(missing_ok=True)

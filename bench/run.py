@@ -40,6 +40,7 @@ class Runner:
         if cpu is not None:
             self.env["BENCH_CPU"] = str(cpu)
         self.started = time.perf_counter()
+        self.loads: list[float] = []
 
     def log(self, text: str) -> None:
         elapsed = time.perf_counter() - self.started
@@ -48,6 +49,7 @@ class Runner:
 
     def __call__(self, label: str, name: str, **args: Any) -> Result:
         self.log(f"{label} …")
+        load = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "bench.cases", name, json.dumps(args)],
@@ -62,7 +64,10 @@ class Runner:
             msg = f"measurement {label!r} ({name}) failed with status {proc.returncode}"
             raise RuntimeError(msg)
         result: Result = json.loads(proc.stdout.strip().splitlines()[-1])
-        self.log(f"{label}: done in {time.perf_counter() - start:.1f}s")
+        # the 1-minute load average before and after: other work on the machine shows here
+        result["load"] = [load, os.getloadavg()[0]]
+        self.loads.append(max(result["load"]))
+        self.log(f"{label}: done in {time.perf_counter() - start:.1f}s (load {load:.1f})")
         return result
 
     def median(self, label: str, name: str, repeat: int, **args: Any) -> Result:
@@ -610,6 +615,12 @@ def table(r: dict[str, Any]) -> str:
         f"Python {m['python']}, SQLite {m['sqlite']}, durable_rules {m['durable_rules']}, "
         f"DuckDB {m['duckdb']}; each measurement in its own process, pinned to one core"
     )
+    if "load" in r:
+        head += (
+            f"; 1-min load average around the measurements: mean {r['load']['mean']:.1f},"
+            f" max {r['load']['max']:.1f} (the measurement itself counts about 1;"
+            " more is other work)"
+        )
     lines = [head, "", "| measurement | scale | figure | baseline | ratio | target |"]
     lines.append("|---|---|---|---|---|---|")
     for row in rows(r):
@@ -706,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Runner(cpu=cores - 1 if cores > 1 else None)
     results = measure(plan, run)
     results["wall_seconds"] = time.perf_counter() - run.started
+    results["load"] = {"max": max(run.loads), "mean": sum(run.loads) / len(run.loads)}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"results-{plan.mode}.json").write_text(json.dumps(results, indent=1))
     text = report(results)
