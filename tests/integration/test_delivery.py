@@ -461,3 +461,18 @@ def test_starttls_unsupported_is_a_temporary_error(server: SmtpServer) -> None:
         mailer.send(SENDER, [OWNER], render(mail(1)))
     assert not caught.value.permanent
     assert server.received == []
+
+
+def test_slow_server_past_the_timeout_is_a_temporary_error() -> None:
+    """A server that accepts the connection but never greets times out: temporary, retried."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # connections are accepted by the kernel, nothing is ever said
+        port = silent.getsockname()[1]
+        mailer = SmtpMailer("127.0.0.1", port, security="none", timeout=0.3)
+        with pytest.raises(DeliveryError) as info:
+            mailer.send("a@x", ["b@x"], b"Subject: t\r\n\r\nbody\r\n")
+    assert not info.value.permanent
+    assert f"127.0.0.1:{port}" in str(info.value)
