@@ -482,29 +482,19 @@ def main(
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     console = Console(file=stdout or sys.stdout, width=160, soft_wrap=False)
-    errors = Console(stderr=True, soft_wrap=True)
     try:
         return COMMANDS[args.command](args, console, clock or SystemClock())
     except sqlite3.Error as exc:  # a database fault outside the store's own checks
-        text = f"database error: {exc} (nothing partial was kept)"
-        errors.print(
-            mask_text(f"bsc-rules {args.command}: 錯誤：{_with_db(text, args)}"),
-            highlight=False,
-            markup=False,
-        )
-        return 1
+        text = _with_db(f"database error: {exc} (nothing partial was kept)", args)
     except StoreError as exc:
-        errors.print(
-            mask_text(f"bsc-rules {args.command}: 錯誤：{_with_db(str(exc), args)}"),
-            highlight=False,
-            markup=False,
-        )
-        return 1
+        text = _with_db(str(exc), args)
     except BscRulesError as exc:
-        errors.print(
-            mask_text(f"bsc-rules {args.command}: 錯誤：{exc}"), highlight=False, markup=False
-        )
-        return 1
+        text = str(exc)
+    errors = Console(stderr=True, soft_wrap=True)
+    errors.print(
+        mask_text(f"bsc-rules {args.command}: 錯誤：{text}"), highlight=False, markup=False
+    )
+    return 1
 
 
 if __name__ == "__main__":
