@@ -363,7 +363,7 @@ def parse_line(raw: bytes | str, line: int | None = None) -> Event | Rejection:
     except ValueError as exc:
         message = f"not valid JSON: {exc}" if _is_utf8(data) else "not valid UTF-8 text"
         return Rejection(message, line=line, raw=data)
-    if _depth(obj) > MAX_DEPTH:
+    if data.count(b"{") + data.count(b"[") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
         field = _culprit(obj, lambda v, level: _depth(v) > MAX_DEPTH - level)
         message = f"expected at most {MAX_DEPTH} levels of nesting, got deeper"
         return Rejection(message, field=field, line=line, event_id=_ident(obj, "id"), raw=data)
@@ -393,11 +393,16 @@ def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) ->
         field = texts[0][0]
         message = "; ".join(f"{f}: {m}" if i else m for i, (f, m) in enumerate(texts))
         return Rejection(message, field=field, line=line, event_id=event_id, source=source, raw=raw)
-    if _has_surrogate(obj):
-        field = _culprit(obj, lambda v, _level: _has_surrogate(v))
-        message = "expected Unicode text, got a lone UTF-16 surrogate (\\ud800-\\udfff)"
-        return Rejection(message, field=field, line=line, event_id=event_id, source=source, raw=raw)
-    body = canonical(obj)
+    try:
+        body = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # orjson refuses lone surrogates and integers past 64 bits
+        if _has_surrogate(obj):
+            field = _culprit(obj, lambda v, _level: _has_surrogate(v))
+            message = "expected Unicode text, got a lone UTF-16 surrogate (\\ud800-\\udfff)"
+            return Rejection(
+                message, field=field, line=line, event_id=event_id, source=source, raw=raw
+            )
+        body = canonical(obj)
     return _event(valid, valid["time"], body)
 
 
