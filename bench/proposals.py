@@ -115,6 +115,8 @@ def patch_hostile() -> None:
     path: nesting is walked only when the line holds more than MAX_DEPTH brackets (depth
     can be no more than that count); lone surrogates are looked for only when orjson,
     strict UTF-8, refuses to encode the object (it raises TypeError for them)."""
+    from pydantic import ValidationError
+
     from bsc_rules import events as ev
 
     def parse_line(raw: bytes | str, line: int | None = None) -> Any:
@@ -142,7 +144,7 @@ def patch_hostile() -> None:
             return ev.Rejection(f"expected a JSON object, got {got}", line=line, raw=raw)
         try:
             valid = ev._ADAPTER.validate_python(obj)
-        except ev.ValidationError as exc:
+        except ValidationError as exc:
             texts = [ev._error_text(e) for e in exc.errors(include_url=False)]
             message = "; ".join(f"{f}: {m}" if i else m for i, (f, m) in enumerate(texts))
             return ev.Rejection(
@@ -178,7 +180,7 @@ def patch_event() -> None:
         "key": old.key,
         "digest": old.digest,
     }
-    new = dataclasses.dataclass(slots=True)(type("Event", (), namespace))
+    new: Any = dataclasses.dataclass(slots=True)(type("Event", (), namespace))
     _rebind("Event", old, new)
 
 
@@ -235,7 +237,7 @@ def patch_store() -> None:
             raise StoreError(msg) from exc
         return verdicts
 
-    SQLiteStore.append_batch = append_batch  # type: ignore[method-assign]
+    SQLiteStore.append_batch = append_batch  # type: ignore[method-assign,assignment]
 
 
 @patch
@@ -244,7 +246,10 @@ def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
     opening nothing), plus: each KPI compiled once to plain masks and (mask, weight)
     credits for the ratio contributions; no "before" contribution for a case not yet
     opened; ``_count`` without ``setdefault(year, Counter())`` (a new Counter per call)."""
+    from collections import Counter
+
     from bsc_rules import measures as m
+    from bsc_rules.events import FOLLOW_UP_OF
     from bsc_rules.ruleset import SCORE_SCALE, RatioMeasure
 
     original_init = m.CaseBook.__init__
@@ -290,7 +295,7 @@ def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
         if t > self.max_time:
             self.max_time = t
         etype = event.type
-        opening = m.FOLLOW_UP_OF.get(etype) or etype
+        opening = FOLLOW_UP_OF.get(etype) or etype
         subject = event.subject
         book = self.cases[opening]
         rec = book.get(subject)
@@ -328,7 +333,7 @@ def patch_measure() -> None:  # noqa: C901  (a prototype: one patch, one place)
         totals = self.totals[kpi.id]
         bucket = totals.get(year)  # not setdefault(year, Counter()): a Counter per call
         if bucket is None:
-            bucket = totals[year] = m.Counter()
+            bucket = totals[year] = Counter()
         for key, amount in amounts:
             value = bucket[key] + sign * amount
             if value:
