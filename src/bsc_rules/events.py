@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,9 +106,15 @@ FOLLOW_UP_OF: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A valid event. ``time_us``: microseconds since the epoch; ``body``: canonical JSON."""
+    """A valid event. ``time_us``: microseconds since the epoch; ``body``: its JSON text.
+
+    ``body`` is the line as received (surrounding whitespace removed) or, for an event
+    given as an object, its canonical JSON; two bodies of the same content may differ in
+    key order and spacing (:func:`same_content` compares contents). Not frozen: a frozen
+    dataclass's ``__init__`` costs five times as much, and nothing mutates an Event.
+    """
 
     source: str
     id: str
@@ -154,8 +159,19 @@ class Rejection:
 
 
 def content_digest(body: bytes) -> bytes:
-    """The digest used to tell a duplicate from a conflicting event."""
+    """A digest of a body: equal digests, the same content (unequal: see same_content)."""
     return hashlib.blake2b(body, digest_size=16).digest()
+
+
+def same_content(body: bytes, other: bytes) -> bool:
+    """Whether two stored bodies hold the same event content (key order, spacing and
+    escapes aside): what tells a duplicate from a conflict when the bytes differ."""
+    if body == other:
+        return True
+    try:
+        return canonical(_decode(body)) == canonical(_decode(other))
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- pydantic models
@@ -271,9 +287,6 @@ def _error_text(error: Mapping[str, Any]) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- parsing
 
-# orjson turns integers past 64 bits into floats, and numbers past the float range into
-# infinities: such lines go to the stdlib reader, which keeps the former and refuses the latter.
-_LONG_NUMBER = re.compile(rb"\d{16,}|[eE][+-]?\d{3,}")
 MAX_DEPTH = 32  # nesting an event needs is 3; deeper input is refused, not walked
 
 
@@ -319,13 +332,32 @@ def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
     return 1 + max((_depth(v, limit - 1) for v in items), default=0)
 
 
+def _has_float(value: Any) -> bool:
+    """Whether a decoded JSON value holds a float anywhere (an iterative walk)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
+
+
 def _decode(raw: bytes) -> Any:
-    if not _LONG_NUMBER.search(raw):  # orjson turns integers past 64 bits into floats
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    try:  # the stdlib reads what orjson refuses but JSON allows (integers past 64 bits)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        # orjson reads integers past 64 bits as floats and numbers past the float range
+        # as infinities: only a value holding a float can be such a misreading.
+        if not _has_float(value):
+            return value
+    try:  # the stdlib keeps integers past 64 bits and (with _finite) refuses 1e400
         return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         msg = f"{exc.msg.lower()} at column {exc.colno}"
@@ -355,8 +387,45 @@ def _ident(obj: Any, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+_ENVELOPE = frozenset(("specversion", "id", "source", "type", "time", "subject", "office", "data"))
+_CONTAINERS = (dict, list, float)
+
+
+def _plain(valid: Mapping[str, Any]) -> bool:
+    """Whether a validated event holds no float (pydantic's JSON reader accepts ``NaN``,
+    ``Infinity`` and ``1e400``, which the contract refuses); cheap for the usual event,
+    whose envelope and ``data`` hold only typed fields and flat extras."""
+    if not valid.keys() <= _ENVELOPE:
+        return not _has_float(valid)
+    data = valid.get("data")
+    if data is None:
+        return True
+    return not any(type(v) in _CONTAINERS for v in data.values()) or not _has_float(data)
+
+
 def parse_line(raw: bytes | str, line: int | None = None) -> Event | Rejection:
-    """Validate one JSON Lines line (or one JSON text) into an Event or a Rejection."""
+    """Validate one JSON Lines line (or one JSON text) into an Event or a Rejection.
+
+    The usual line is decoded and validated in one call of pydantic's JSON reader and
+    stored as received (surrounding whitespace removed). A line that this fast path does
+    not accept as it stands (invalid, deeply nested or holding floats: rare) takes
+    :func:`parse_line_checked`, which says exactly what is wrong; both accept the same
+    lines (``tests/faults/test_hostile_input.py`` checks it on hostile input).
+    """
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    if data.count(b"{") + data.count(b"[") <= MAX_DEPTH:  # deeper: see parse_line_checked
+        try:
+            valid = _ADAPTER.validate_json(data)
+        except ValidationError:
+            pass
+        else:
+            if _plain(valid):
+                return _event(valid, valid["time"], data.strip())
+    return parse_line_checked(data, line)
+
+
+def parse_line_checked(raw: bytes | str, line: int | None = None) -> Event | Rejection:
+    """:func:`parse_line` without its fast path: decode, check, then validate."""
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
     try:
         obj = _decode(data)
@@ -379,8 +448,13 @@ def _is_utf8(raw: bytes) -> bool:
 
 
 def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) -> Event | Rejection:
-    """Validate an already decoded JSON value into an Event or a Rejection."""
+    """Validate an already decoded JSON value into an Event or a Rejection.
+
+    ``raw``: the line ``obj`` was decoded from, kept as the event's body; without it the
+    body is the canonical JSON of ``obj``.
+    """
     event_id, source = _ident(obj, "id"), _ident(obj, "source")
+    from_line = raw is not None
     if raw is None:
         raw = canonical(obj) if isinstance(obj, dict) else repr(obj).encode()
     if not isinstance(obj, dict):
@@ -403,6 +477,8 @@ def parse_object(obj: Any, line: int | None = None, raw: bytes | None = None) ->
                 message, field=field, line=line, event_id=event_id, source=source, raw=raw
             )
         body = canonical(obj)
+    if from_line:  # stored as received, as the fast path of parse_line stores it
+        body = raw.strip()
     return _event(valid, valid["time"], body)
 
 

@@ -124,6 +124,9 @@ class Scorecard:
             parsed = event
         else:
             parsed = parse_object(dict(event), line=line)
+        return self._own_office(parsed, line)
+
+    def _own_office(self, parsed: Event | Rejection, line: int | None) -> Event | Rejection:
         if isinstance(parsed, Event) and parsed.office not in (None, self.rules.code):
             return Rejection(
                 f"expected {self.rules.code!r} (this rule set's office), got {parsed.office!r}",
@@ -174,14 +177,14 @@ class Scorecard:
         summary = IngestSummary()
         pending: list[tuple[Event, int]] = []
         for number, raw in lines:
-            if not raw.strip():
+            if not raw or raw.isspace():
                 continue
-            parsed = self.validate(raw, number)
+            parsed = self._own_office(parse_line(raw, number), number)
             if isinstance(parsed, Rejection):
                 self.store.reject(parsed, origin)
-                summary.add(Ingested("rejected", rejection=parsed))
-            else:
-                pending.append((parsed, number))
+                summary.rejections.append(parsed)
+                continue
+            pending.append((parsed, number))
             if len(pending) >= batch:
                 self._flush(pending, summary, origin)
                 if progress is not None:
@@ -190,22 +193,51 @@ class Scorecard:
         return summary
 
     def _flush(self, pending: list[tuple[Event, int]], summary: IngestSummary, origin: str) -> None:
-        verdicts = self.store.append_batch(e for e, _ in pending)
+        """Store a batch in one commit, then apply what it accepted (counted, not wrapped
+        in an Ingested each: the per-event path of a replay)."""
+        if not pending:
+            return
+        verdicts = self.store.append_batch([e for e, _ in pending])
+        apply = self._apply
         for (event, line), verdict in zip(pending, verdicts, strict=True):
-            summary.add(self._settle(event, verdict, origin, line))
+            if verdict == "accepted":
+                apply(event)
+                summary.accepted += 1
+            elif verdict == "duplicate":
+                summary.duplicates += 1
+            else:
+                summary.rejections.append(self._conflict(event, origin, line))
         pending.clear()
+        self._skip_own()
 
     def _settle(self, event: Event, verdict: Verdict, origin: str, line: int | None) -> Ingested:
+        self._skip_own()
         if verdict == "accepted":
             self._apply(event)
             return Ingested("accepted", event=event)
         if verdict == "duplicate":
             return Ingested("duplicate", event=event)
+        return Ingested("rejected", rejection=self._conflict(event, origin, line))
+
+    def _conflict(self, event: Event, origin: str, line: int | None) -> Rejection:
         rejection = Rejection(
             CONFLICT, field="id", line=line, event_id=event.id, source=event.source, raw=event.body
         )
         self.store.reject(rejection, origin)
-        return Ingested("rejected", rejection=rejection)
+        return rejection
+
+    def _skip_own(self) -> None:
+        """Move past the log rows this scorecard wrote right after the last one applied,
+        so that ``written`` holds only own rows behind another writer's (bounded memory:
+        a long replay would otherwise keep every seq it wrote)."""
+        written: set[int] | None = getattr(self.store, "written", None)
+        if not written:
+            return
+        seq = self._log_seq
+        while seq + 1 in written:
+            seq += 1
+            written.discard(seq)
+        self._log_seq = seq
 
     def _apply(self, event: Event) -> None:
         self._seq += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from bsc_rules.errors import StoreError
-from bsc_rules.events import Event, Rejection, content_digest
+from bsc_rules.events import Event, Rejection, content_digest, same_content
 from bsc_rules.privacy import mask_text
 
 Verdict = Literal["accepted", "duplicate", "conflict"]
@@ -86,15 +86,15 @@ class MemoryStore:
     """The same idempotency semantics, in memory only (nothing is durable)."""
 
     def __init__(self) -> None:
-        self._digests: dict[tuple[str, str], bytes] = {}
+        self._bodies: dict[tuple[str, str], bytes] = {}
         self._rejected: set[tuple[str, int, bytes]] = set()
 
     def append(self, event: Event) -> Verdict:
-        known = self._digests.get(event.key)
+        known = self._bodies.get(event.key)
         if known is None:
-            self._digests[event.key] = event.digest
+            self._bodies[event.key] = event.body
             return "accepted"
-        return "duplicate" if known == event.digest else "conflict"
+        return "duplicate" if same_content(known, event.body) else "conflict"
 
     def append_batch(self, events: Iterable[Event]) -> list[Verdict]:
         return [self.append(e) for e in events]
@@ -123,6 +123,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # The (source, id) index of a national year's log outgrows the default 2 MiB
+        # page cache, and every insert then misses (docs/benchmarks.md): allow 256 MiB,
+        # taken only as the file grows.
+        conn.execute("PRAGMA cache_size = -262144")
         conn.executescript(SCHEMA)
     except sqlite3.DatabaseError as exc:
         msg = f"the database {path} cannot be used ({exc}); is it a bsc_rules database, and intact?"
@@ -179,9 +183,12 @@ class SQLiteStore:
             self.written.add(int(cur.lastrowid or 0))
             return "accepted"
         row = self._conn.execute(
-            "SELECT digest FROM events WHERE source = ? AND id = ?", event.key
+            "SELECT digest, body FROM events WHERE source = ? AND id = ?", event.key
         ).fetchone()
-        return "duplicate" if row is not None and row[0] == digest else "conflict"
+        if row is None:
+            return "conflict"
+        same = row[0] == digest or same_content(bytes(row[1]), event.body)
+        return "duplicate" if same else "conflict"
 
     def append(self, event: Event) -> Verdict:
         return self.append_batch([event])[0]

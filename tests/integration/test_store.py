@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 from datetime import datetime
@@ -169,3 +170,47 @@ def test_refresh_picks_up_other_writers(tmp_path: Path, rules) -> None:
         assert ours.refresh() == 1
         assert ours.refresh() == 0
         assert ours.report(AS_OF).kpis["BC1.1"].value == 2
+
+
+def test_log_keeps_the_line_as_received_and_knows_its_duplicates(tmp_path: Path, rules) -> None:
+    """The body is the line as received; the same content written otherwise is a duplicate,
+    also after a restart, and changed content a conflict."""
+    db = tmp_path / "office.db"
+    course = {"employee": "E1", "course": "戶籍法"}
+    original = event("training.attended", "2017-05-02T09:00:00+08:00", "TR-1", course)
+    line = json.dumps(original, ensure_ascii=False).encode()
+    reordered = json.dumps(dict(reversed(list(original.items()))), ensure_ascii=True).encode()
+    changed = json.dumps({**original, "subject": "TR-2"}).encode()
+    with Scorecard.open(db, rules, matcher="python") as card:
+        assert card.ingest(b"  " + line + b"\r\n").status == "accepted"
+        assert card.ingest(reordered).status == "duplicate"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT body FROM events").fetchone()[0] == line
+    with Scorecard.open(db, rules, matcher="python") as card:
+        summary = card.ingest_lines([reordered, line, changed])
+        assert (summary.accepted, summary.duplicates, summary.rejected) == (0, 2, 1)
+        assert summary.rejections[0].field == "id"
+
+
+def test_own_writes_are_not_remembered_but_interleaved_ones_are(tmp_path: Path, rules) -> None:
+    """The scorecard forgets the seqs it wrote once it has moved past them (memory stays
+    flat over a long replay), except those behind another writer's rows until refresh."""
+    db = tmp_path / "office.db"
+    visit = "immigrant_visit.reported"
+    with (
+        Scorecard.open(db, rules, matcher="python") as ours,
+        Scorecard.open(db, rules, matcher="python") as theirs,
+    ):
+        lines = [
+            jsonl([event(visit, f"2017-03-01T10:0{n}:00+08:00", f"NV{n}", {"method": "phone"})])
+            for n in range(3)
+        ]
+        ours.ingest_lines(lines[:2])
+        assert isinstance(ours.store, SQLiteStore)
+        assert ours.store.written == set()
+        theirs.ingest(lines[2])
+        ours.ingest(event(visit, "2017-03-04T10:00:00+08:00", "NV4", {"method": "home"}))
+        assert ours.store.written == {4}
+        assert ours.refresh() == 1
+        assert ours.store.written == set()
+        assert ours.report(AS_OF).kpis["BC1.1"].value == 4
