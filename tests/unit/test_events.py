@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from bsc_rules.events import EVENT_TYPES, MAX_INT, Event, Rejection, parse_line, parse_object
+from bsc_rules.calendar import parse_instant
+from bsc_rules.events import (
+    EVENT_TYPES,
+    MAX_INT,
+    Event,
+    Rejection,
+    event_from_body,
+    parse_line,
+    parse_object,
+)
 from bsc_rules.privacy import find_ids
 from bsc_rules.scorecard import Scorecard
 
@@ -885,3 +894,23 @@ def test_national_id_in_unreadable_line_is_not_shown_but_kept(raw: bytes) -> Non
     rejection = reject(raw)
     assert NATIONAL_ID not in str(rejection)
     assert rejection.raw == raw
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2017-06-30T23:59:59+08:00",
+        "2017-06-30t23:59:59z",
+        "2017-06-30 23:59:59.123456789-03:30",
+        "2017-06-30T23:59:59.9999999Z",
+        "1912-01-01T00:00:00.5+14:00",
+    ],
+)
+def test_a_stored_body_reads_back_the_instant_it_was_accepted_with(text: str) -> None:
+    """Reading the log back (restart) gives the instant validation gave, to the microsecond."""
+    line = json.dumps(event(time=text)).encode()
+    accepted = parse_line(line)
+    assert isinstance(accepted, Event), accepted
+    stored = event_from_body(accepted.body)
+    assert stored == accepted
+    assert stored.time == parse_instant(text)
