@@ -28,6 +28,8 @@ Engine limits checked before anything is built (measured on 2.0.28; past them du
 loops forever or fails on some later event): at most 511 distinct tests after one test
 (its hash set of 512 slots hangs when full), a matching stack of 64 entries for one
 fact (error 303), 4,096 rules (error 106) and 253 keys per fact (error 302).
+
+Each mask the engine gives is memoised per fact content (see :class:`DurableMatcher`).
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ MAX_TESTS_AFTER_ONE: Final = 511
 MAX_MATCH_STACK: Final = 64
 MAX_RULES: Final = 4096
 MAX_FIELDS_PER_TYPE: Final = 250
+MEMO_MAX_ENTRIES: Final = 65_536
+MEMO_MAX_KEY_SLOTS: Final = 1 << 20  # tokens held by all memo keys: a few MB at most
 
 _ValueKey = tuple[type, object]
 _Test = tuple[str, str]  # (fact key, token)
 _Path = tuple[_Test, ...]  # the equality tests of one rule, type test first
+_Tokens = tuple[str, ...]  # a fact's content without its id: type token, field tokens
 _ruleset_ids = itertools.count(1)
 _MISSING: Final = object()
 
@@ -125,14 +130,20 @@ class _TypePlan:
     token: str
     fields: tuple[_Field, ...]
     index: Mapping[str, int] = field(init=False)
+    keys: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {f.name: i for i, f in enumerate(self.fields)})
+        object.__setattr__(self, "keys", (TYPE_KEY, *(f.key for f in self.fields)))
 
-    def fact(self, fact_id: int, data: Mapping[str, Any]) -> dict[str, object]:
-        fact: dict[str, object] = {"id": fact_id, TYPE_KEY: self.token}
-        for f in self.fields:
-            fact[f.key] = f.token(data)
+    def tokens(self, data: Mapping[str, Any]) -> _Tokens:
+        """Everything of an event its fact carries but the id: type token, field tokens."""
+        return (self.token, *[f.token(data) for f in self.fields])
+
+    def fact(self, fact_id: int, tokens: _Tokens) -> dict[str, object]:
+        """The fact posted to durable: the id, then ``tokens`` under their fact keys."""
+        fact: dict[str, object] = {"id": fact_id}
+        fact.update(zip(self.keys, tokens, strict=True))
         return fact
 
 
@@ -272,20 +283,56 @@ def _ruleset(masks: Mapping[_Path, int], fired: _Fired) -> dict[str, object]:
 
 
 class DurableMatcher:
-    """The conditions compiled into one durable_rules ruleset, one fact at a time."""
+    """The conditions compiled into one durable_rules ruleset, one fact at a time.
+
+    Memo (``memo=True``, the default): the mask the engine gives for a fact is kept,
+    keyed by the fact's whole content but its id, ``(type token, field token, ...)``
+    (:meth:`_TypePlan.tokens`; the fact posted is built from that very tuple), and a
+    later event with the same key gets it without a post. Sound because, for a given
+    matcher, the engine's answer is a pure function of that key:
+
+    * the ruleset is fixed at construction; its rules test ``t`` and ``f<i>`` only, by
+      equality; their actions only OR constant bits into the collector (no state, no
+      timers, no joins, no wall clock: see the module docstring);
+    * working memory is empty before every post (each fact is retracted before
+      ``match`` returns), so nothing of an earlier event can take part in a decision;
+    * the id is tested by no rule: it only names the message, and a name cannot
+      collide (durable's 32-bit identity hash) with a message that is not there;
+    * a post that raises stores nothing.
+
+    The engine still decides every distinct key (once per matcher, or again after a
+    clear), and every event gets that decision: the ``match`` contract is unchanged.
+    Keys are finite (a value no condition declares is ``-``, so free text and counters
+    add none) but combinations over many fields can be very many, so the memo is
+    bounded: it is cleared when it holds ``memo_limit`` entries (or, for long keys,
+    :data:`MEMO_MAX_KEY_SLOTS` tokens); hostile combinations cost engine time, not memory.
+    ``memo=False`` posts every event (differential tests use it to exercise the engine).
+    """
 
     name = "durable"
 
-    def __init__(self, conditions: Sequence[Condition]) -> None:
+    def __init__(
+        self,
+        conditions: Sequence[Condition],
+        *,
+        memo: bool = True,
+        memo_limit: int = MEMO_MAX_ENTRIES,
+    ) -> None:
         engine = _engine()
         if engine is None:
             msg = "matcher 'durable': durable_rules does not import on this Python"
+            raise UsageError(msg)
+        if memo_limit < 1:
+            msg = f"matcher 'durable': memo_limit must be at least 1, got {memo_limit}"
             raise UsageError(msg)
         plans = _plans(conditions)
         masks = _rule_masks(conditions, plans)
         _check_engine_limits(list(masks))
         used = {path[0][1] for path in masks}
         self._plans = {t: p for t, p in plans.items() if p.token in used}
+        key_length = max((len(p.keys) for p in self._plans.values()), default=1)
+        self._memo_limit = max(1, min(memo_limit, MEMO_MAX_KEY_SLOTS // key_length))
+        self._memo: dict[_Tokens, int] | None = {} if memo else None
         self._engine = engine
         self._not_handled: type[Exception] = engine.MessageNotHandledException
         self._fired = _Fired()
@@ -308,9 +355,20 @@ class DurableMatcher:
         plan = self._plans.get(type_)
         if plan is None:
             return 0
+        tokens = plan.tokens(data)
+        memo = self._memo
+        if memo is not None:
+            known = memo.get(tokens)
+            if known is not None:
+                return known
         with self._lock:
             self._check_open()
-            return self._post(plan.fact(next(self._ids), data))
+            mask = self._post(plan.fact(next(self._ids), tokens))
+            if memo is not None:
+                if len(memo) >= self._memo_limit:
+                    memo.clear()
+                memo[tokens] = mask
+            return mask
 
     def _check_open(self) -> None:
         if self._host is None:
@@ -336,6 +394,8 @@ class DurableMatcher:
         """
         with self._lock:
             host, self._host = self._host, None
+            if self._memo is not None:
+                self._memo.clear()
             if host is not None:
                 c_engine = self._engine.durable_rules_engine  # durable's C extension
                 c_engine.delete_ruleset(host.get_ruleset(self._name)._handle)
