@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bsc_rules.calendar import US_PER_DAY, due_days_after, due_next_month, year_bounds, year_of
 from bsc_rules.events import FOLLOW_UP_OF, PERIOD_TYPES, Event
@@ -84,6 +84,10 @@ class CaseBook:
     depend on the instant once every event is in (all but deadline KPIs), and a running
     count of follow-ups still without their opening event: a report at or after the
     latest event time (the live case) then costs no scan.
+
+    :meth:`add` runs once per accepted event (the replay's hottest Python), so each KPI
+    is compiled once, here, into a :class:`_Plan` of plain masks and a contribution
+    function; ``add`` then does no per-event lookups by KPI id or measure kind.
     """
 
     def __init__(self, rules: RuleSet) -> None:
@@ -91,80 +95,119 @@ class CaseBook:
         self.cases: dict[str, dict[str, CaseRec]] = {t: {} for t in PERIOD_TYPES}
         self._deadlines: dict[str, list[DueRule]] = {}
         self.deadline_index: dict[str, int] = {}
-        self._tracked: dict[str, list[Kpi]] = {}
         self.totals: dict[str, dict[int, Counter[Any]]] = {}
         self.max_time = -FAR_FUTURE
         self.orphans = 0
         self.pending: dict[str, set[str]] = {}  # deadline cases not ended (by any time)
+        self._year_span = (0, 0, 0)  # [start, end) of the local year last seen, and the year
         for kpi in rules.kpis.values():
             if isinstance(kpi.spec.measure, DeadlineMeasure):
                 rules_of_type = self._deadlines.setdefault(kpi.population.type, [])
                 self.deadline_index[kpi.id] = len(rules_of_type)
                 rules_of_type.append(due_rule(kpi))
                 self.pending[kpi.id] = set()
-            self._tracked.setdefault(kpi.population.type, []).append(kpi)
             self.totals[kpi.id] = {}
+        plans: dict[str, list[_Plan]] = {t: [] for t in PERIOD_TYPES}
+        for kpi in rules.kpis.values():  # after the loop above: a plan binds totals, pending
+            plans[kpi.population.type].append(_plan(self, kpi))
+        self._plans = {t: tuple(p) for t, p in plans.items()}
+        self._open_plan = {  # per opening type: the fields its KPIs read, its due rules
+            t: (rules.field_needs.get(t, ()), tuple(self._deadlines.get(t, ())))
+            for t in PERIOD_TYPES
+        }
+        # per opening type, a follow-up's mask → the plans it can change (few masks occur)
+        self._touched: dict[str, dict[int, tuple[_Plan, ...]]] = {t: {} for t in PERIOD_TYPES}
 
     def add(self, event: Event, mask: int, seq: int) -> None:
-        """Record one accepted event with the mask of the conditions it matched."""
-        self.max_time = max(self.max_time, event.time_us)
-        opening = FOLLOW_UP_OF.get(event.type) or event.type
-        rec = self._rec(opening, event.subject)
-        tracked = self._tracked.get(opening, ())
-        if opening != event.type:  # a follow-up changes only the KPIs whose conditions it meets
-            tracked = [k for k in tracked if mask & k.masks["follow_ups"]]
-        elif rec.open_us is not None and (event.time_us, seq) >= (rec.open_us, rec.open_seq):
-            tracked = []  # a later repeat of the opening event changes nothing
-        before = [_contribution(self, k, rec) for k in tracked]
-        if opening != event.type:
-            if rec.follow is None:
-                rec.follow = []
-            rec.follow.append((event.time_us, seq, mask))
-            self.orphans += rec.open_us is None
-        elif rec.open_us is None or (event.time_us, seq) < (rec.open_us, rec.open_seq):
-            self._open(rec, event, mask, seq)
-        for kpi, old in zip(tracked, before, strict=True):
-            new = _contribution(self, kpi, rec)
-            if new != old:
-                self._count(kpi, old, -1)
-                self._count(kpi, new, +1)
-            if kpi.id in self.pending:
-                self._track_pending(kpi, rec, event.subject)
+        """Record one accepted event with the mask of the conditions it matched.
 
-    def _track_pending(self, kpi: Kpi, rec: CaseRec, subject: str) -> None:
-        opened = rec.open_us is not None and rec.open_mask & kpi.population.mask
-        due = rec.dues[self.deadline_index[kpi.id]] if opened else 0
-        if opened and not deadline_outcome(rec, kpi, due, FAR_FUTURE).ended:
-            self.pending[kpi.id].add(subject)
-        else:
-            self.pending[kpi.id].discard(subject)
+        Only the KPIs the event can change are recomputed for its case: a follow-up
+        changes those whose conditions it meets, an opening event all of its type's
+        (unless a repeat later than the case's opening, which changes nothing). Each
+        changed contribution moves the running totals by its difference.
+        """
+        time_us = event.time_us
+        if time_us > self.max_time:
+            self.max_time = time_us
+        type_, subject = event.type, event.subject
+        opening = FOLLOW_UP_OF.get(type_, type_)
+        records = self.cases[opening]
+        rec = records.get(subject)
+        if rec is None:
+            rec = records[subject] = CaseRec()
+        if opening != type_:
+            self._follow_up(rec, opening, subject, (time_us, seq, mask))
+        elif rec.open_us is None:
+            self._open(rec, event, mask, seq)
+            self._update(self._plans[opening], None, rec, subject)
+        elif (time_us, seq) < (rec.open_us, rec.open_seq):  # an earlier repeat: reopens it
+            plans = self._plans[opening]
+            before = [p.contribution(rec) for p in plans]
+            self._open(rec, event, mask, seq)
+            self._update(plans, before, rec, subject)
+        # else a later repeat of the opening event, which changes nothing
+
+    def _follow_up(self, rec: CaseRec, opening: str, subject: str, item: FollowUp) -> None:
+        """Add a follow-up to its case and update the KPIs it changes (none if not opened)."""
+        plans: tuple[_Plan, ...] = ()
+        if rec.open_us is None:  # it waits for its opening event: no KPI counts it yet
+            self.orphans += 1
+        else:  # it changes only the KPIs whose conditions it meets
+            mask, touched = item[2], self._touched[opening]
+            found = touched.get(mask)
+            if found is None:
+                found = tuple(p for p in self._plans[opening] if mask & p.follow_ups)
+                touched[mask] = found
+            plans = found
+        before = [p.contribution(rec) for p in plans]
+        if rec.follow is None:
+            rec.follow = []
+        rec.follow.append(item)
+        if plans:
+            self._update(plans, before, rec, subject)
+
+    @staticmethod
+    def _update(
+        plans: tuple[_Plan, ...], before: list[Contribution] | None, rec: CaseRec, subject: str
+    ) -> None:
+        """Move each KPI's totals from the case's contribution ``before`` the event (None:
+        the case was not opened) to its contribution now, and its pending state."""
+        olds = [None] * len(plans) if before is None else before
+        for plan, old in zip(plans, olds, strict=True):
+            _follow_ups, population, contribution, totals, pending = plan
+            new = contribution(rec)
+            if new != old:
+                if old is not None:
+                    _tally(totals, old, -1)
+                if new is not None:
+                    _tally(totals, new, +1)
+            if pending is not None:  # a deadline KPI: pending while opened and not ended
+                if new is None and rec.open_mask & population:
+                    pending.add(subject)
+                else:
+                    pending.discard(subject)
 
     def _open(self, rec: CaseRec, event: Event, mask: int, seq: int) -> None:
         if rec.open_us is None:
             self.orphans -= len(rec.follow or ())
-        rec.open_us, rec.open_seq, rec.open_mask = event.time_us, seq, mask
-        rec.year = year_of(event.time_us)
-        needs = self.rules.field_needs.get(event.type, ())
-        rec.vals = tuple(event.data.get(name) for name in needs)
-        rules = self._deadlines.get(event.type, ())
-        rec.dues = tuple(rule(event.time_us) for rule in rules)
+        time_us = event.time_us
+        rec.open_us, rec.open_seq, rec.open_mask = time_us, seq, mask
+        rec.year = self._year(time_us)
+        needs, rules = self._open_plan[event.type]
+        rec.vals = tuple(map(event.data.get, needs)) if needs else ()
+        rec.dues = tuple([rule(time_us) for rule in rules]) if rules else ()
 
-    def _count(self, kpi: Kpi, part: Contribution, sign: int) -> None:
-        if part is None:
-            return
-        year, amounts = part
-        bucket = self.totals[kpi.id].setdefault(year, Counter())
-        for key, amount in amounts:
-            bucket[key] += sign * amount
-            if bucket[key] == 0:
-                del bucket[key]
-
-    def _rec(self, type_: str, subject: str) -> CaseRec:
-        book = self.cases[type_]
-        rec = book.get(subject)
-        if rec is None:
-            rec = book[subject] = CaseRec()
-        return rec
+    def _year(self, time_us: int) -> int:
+        """:func:`year_of`, remembering the last year's bounds: events mostly come in
+        time order, and a local date costs a time-zone conversion."""
+        start, end, year = self._year_span
+        if start <= time_us < end:
+            return year
+        year = year_of(time_us)
+        start, end = year_bounds(year)
+        if start <= time_us < end:  # always, as Taipei's offset never moves at New Year
+            self._year_span = (start, end, year)
+        return year
 
     def settled(self, as_of: int) -> bool:
         """Whether every event is at or before ``as_of`` (running totals then apply)."""
@@ -186,32 +229,136 @@ class CaseBook:
 Contribution = tuple[int, tuple[tuple[Any, int], ...]] | None
 
 
-def _contribution(book: CaseBook, kpi: Kpi, rec: CaseRec) -> Contribution:
-    """What one case adds to its KPI's yearly totals once all its events are in."""
-    if rec.open_us is None or not rec.open_mask & kpi.population.mask:
-        return None
-    year = rec.year
+class _Plan(NamedTuple):
+    """One KPI compiled for :meth:`CaseBook.add`: what it needs per event, bound once.
+
+    It holds the book's own totals dict and pending set of the KPI (updated in place,
+    never replaced), so ``add`` looks nothing up by KPI id.
+    """
+
+    follow_ups: int  # the conditions a follow-up must meet to change the KPI
+    population: int  # the conditions an opening event must meet to be in its population
+    contribution: Callable[[CaseRec], Contribution]  # what a case adds once all is in
+    totals: dict[int, Counter[Any]]  # the KPI's running totals: book.totals[kpi.id]
+    pending: set[str] | None  # book.pending[kpi.id] for a deadline KPI, else None
+
+
+def _plan(book: CaseBook, kpi: Kpi) -> _Plan:
+    return _Plan(
+        kpi.masks["follow_ups"],
+        kpi.population.mask,
+        _contribution_of(book, kpi),
+        book.totals[kpi.id],
+        book.pending.get(kpi.id),
+    )
+
+
+def _contribution_of(book: CaseBook, kpi: Kpi) -> Callable[[CaseRec], Contribution]:
+    """The function giving what one case adds to ``kpi``'s yearly totals once all its
+    events are in (None: nothing, e.g. not opened, outside the population, not ended).
+
+    Masks, weights and indexes are looked up here, once per KPI, not once per event.
+    """
+    population = kpi.population.mask
     m = kpi.spec.measure
-    if isinstance(m, DeadlineMeasure):
-        due = rec.dues[book.deadline_index[kpi.id]]
-        outcome = deadline_outcome(rec, kpi, due, FAR_FUTURE)
-        if not outcome.ended:
-            return None
-        return (
-            year,
-            (
-                ("den", int(outcome.counted)),
-                ("num", SCORE_SCALE * (outcome.counted and outcome.good)),
-            ),
-        )
+
+    def opened(rec: CaseRec) -> bool:
+        return rec.open_us is not None and bool(rec.open_mask & population)
+
     if isinstance(m, RatioMeasure):
-        score = _score(kpi, rec.flags(FAR_FUTURE))
-        return None if score is None else (year, (("den", 1), ("num", score)))
+        return _ratio_contribution(kpi)
+    if isinstance(m, DeadlineMeasure):
+        return _deadline_contribution(book, kpi)
     if isinstance(m, SumMeasure):
-        return (year, (("sum", int(rec.vals[_field_index(book, kpi, m.field)])),))
+        i = _field_index(book, kpi, m.field)
+
+        def total(rec: CaseRec) -> Contribution:
+            return (rec.year, (("sum", int(rec.vals[i])),)) if opened(rec) else None
+
+        return total
     if isinstance(m, DistinctMeasure):
-        return (year, ((("value", rec.vals[_field_index(book, kpi, m.field)]), 1),))
-    return (year, (("count", 1),))
+        i = _field_index(book, kpi, m.field)
+
+        def distinct(rec: CaseRec) -> Contribution:
+            return (rec.year, ((("value", rec.vals[i]), 1),)) if opened(rec) else None
+
+        return distinct
+
+    def count(rec: CaseRec) -> Contribution:
+        return (rec.year, (("count", 1),)) if opened(rec) else None
+
+    return count
+
+
+def _ratio_contribution(kpi: Kpi) -> Callable[[CaseRec], Contribution]:
+    """A ratio KPI's contribution: the case's :func:`_score` once all its events are in.
+
+    The score depends only on the bits of the KPI's own conditions among the case's
+    flags, so it is computed once per combination of them and remembered (a few at most).
+    """
+    population = kpi.population.mask
+    relevant = kpi.masks["exclude"] | kpi.masks["fail"] | kpi.masks["credit"]
+    scores: dict[int, int | None] = {}  # flags & relevant → score (None: left out)
+
+    def ratio(rec: CaseRec) -> Contribution:
+        if rec.open_us is None or not rec.open_mask & population:
+            return None
+        flags = rec.open_mask  # rec.flags(FAR_FUTURE): every follow-up is before it
+        for _time, _seq, fmask in rec.follow or ():
+            flags |= fmask
+        flags &= relevant
+        score = scores.get(flags, -1)
+        if score == -1:
+            score = scores[flags] = _score(kpi, flags)
+        return None if score is None else (rec.year, (("den", 1), ("num", score)))
+
+    return ratio
+
+
+def _deadline_contribution(book: CaseBook, kpi: Kpi) -> Callable[[CaseRec], Contribution]:
+    """A deadline KPI's contribution: the case's outcome once it has ended (None while
+    not: the case is pending, counted at an instant only).
+
+    The same decision as ``deadline_outcome(rec, kpi, due, FAR_FUTURE)``, written out for
+    that instant: the Outcome it builds costs about as much as the rest of the work.
+    """
+    population = kpi.population.mask
+    m = kpi.spec.measure
+    assert isinstance(m, DeadlineMeasure)
+    index = book.deadline_index[kpi.id]
+    closed, ends = kpi.masks["closed_by"], kpi.masks["closed_by"] | kpi.masks["cancelled_by"]
+    overdue = m.count == "overdue"
+
+    def deadline(rec: CaseRec) -> Contribution:
+        if rec.open_us is None or not rec.open_mask & population:
+            return None
+        end = rec.first(FAR_FUTURE, ends)
+        if end is None:
+            return None
+        late = end[0] >= rec.dues[index]
+        if not overdue:
+            return (rec.year, (("den", 1), ("num", SCORE_SCALE * (not late))))
+        counted = late or bool(end[2] & closed)  # overdue: cancelled before due is left out
+        return (rec.year, (("den", int(counted)), ("num", SCORE_SCALE * late)))
+
+    return deadline
+
+
+def _tally(
+    totals: dict[int, Counter[Any]], part: tuple[int, tuple[tuple[Any, int], ...]], sign: int
+) -> None:
+    """Add (``sign`` +1) or remove (-1) a contribution; a key whose amount reaches 0 goes."""
+    year, amounts = part
+    bucket = totals.get(year)  # not setdefault(year, Counter()): that builds one per call
+    if bucket is None:
+        bucket = totals[year] = Counter()
+    for key, amount in amounts:
+        if amount:  # adding 0 changes nothing (and must not leave a 0 entry)
+            value = bucket.get(key, 0) + sign * amount  # .get: Counter[] calls __missing__
+            if value:
+                bucket[key] = value
+            else:
+                del bucket[key]
 
 
 @dataclass(frozen=True, slots=True)
