@@ -17,6 +17,7 @@ from bsc_rules.events import (
     Rejection,
     event_from_body,
     parse_line,
+    parse_line_checked,
     parse_object,
 )
 from bsc_rules.privacy import find_ids
@@ -914,3 +915,34 @@ def test_a_stored_body_reads_back_the_instant_it_was_accepted_with(text: str) ->
     stored = event_from_body(accepted.body)
     assert stored == accepted
     assert stored.time == parse_instant(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2017-06-30T23:59:59+08:00",
+        "2017-06-30t23:59:59z",
+        "2017-06-30 23:59:59.1234567+08:00",
+        "2017-12-31T23:59:60+08:00",  # a leap second: Python has none
+        "2017-13-01T00:00:00+08:00",
+        "2017-02-29T00:00:00+08:00",
+        "2017-06-30T24:00:00+08:00",
+        "2017-06-30T23:59:59+24:00",
+        "2017-06-30T23:59:59+0800",
+        "2017-06-30T23:59:59",
+        "\uff12\uff10\uff11\uff17-06-30T23:59:59+08:00",  # full-width digits
+        "2017-06-30T23:59:5\u0669+08:00",  # an Arabic-Indic digit
+        "1911-12-31T23:59:59+08:00",
+        "2200-01-01T00:00:00+08:00",
+        "1912-01-01T00:00:00+14:00",  # 1911 in UTC, 1912 where it was written
+        "2017-06-30T23:59:59.+08:00",
+        "2017-06-30T23:59:59Z ",
+    ],
+)
+def test_fast_and_checked_paths_agree_on_times(text: str) -> None:
+    """The fast path checks a time's shape in pydantic's core and reads it with Python's
+    reader; it accepts exactly the times the checked path accepts, as the same instant."""
+    line = json.dumps(event(), ensure_ascii=True).replace(json.dumps(BASE["time"]), f'"{text}"')
+    assert f'"time": "{text}"' in line
+    fast, checked = parse_line(line.encode(), 1), parse_line_checked(line.encode(), 1)
+    assert fast == checked
