@@ -29,8 +29,8 @@ CREATE TABLE IF NOT EXISTS events (
     type     TEXT NOT NULL,
     time_us  INTEGER NOT NULL,
     subject  TEXT NOT NULL,
-    digest   BLOB NOT NULL,
-    body     BLOB NOT NULL,
+    digest   BLOB NOT NULL,  -- BLAKE2b-128 of body: a fingerprint for audits and tools
+    body     BLOB NOT NULL,  -- the event as received (see events.Event.body)
     UNIQUE (source, id)
 );
 CREATE TABLE IF NOT EXISTS rejected (
@@ -52,6 +52,10 @@ CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 """
 SCHEMA_VERSION = "1"
+_INSERT = (
+    "INSERT INTO events (source, id, type, time_us, subject, digest, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING"
+)
 
 
 class EventStore(Protocol):
@@ -172,36 +176,37 @@ class SQLiteStore:
             msg = f"{self.path}: schema version {row[0]}, this bsc_rules reads {SCHEMA_VERSION}"
             raise StoreError(msg)
 
-    def _insert(self, event: Event) -> Verdict:
-        digest = event.digest
-        cur = self._conn.execute(
-            "INSERT INTO events (source, id, type, time_us, subject, digest, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING",
-            (event.source, event.id, event.type, event.time_us, event.subject, digest, event.body),
-        )
-        if cur.rowcount == 1:
-            self.written.add(int(cur.lastrowid or 0))
-            return "accepted"
+    def _verdict(self, event: Event) -> Verdict:
+        """A duplicate or a conflict: the key is taken, by the same content or not."""
         row = self._conn.execute(
-            "SELECT digest, body FROM events WHERE source = ? AND id = ?", event.key
+            "SELECT body FROM events WHERE source = ? AND id = ?", event.key
         ).fetchone()
-        if row is None:
-            return "conflict"
-        same = row[0] == digest or same_content(bytes(row[1]), event.body)
-        return "duplicate" if same else "conflict"
+        return "duplicate" if row is not None and same_content(row[0], event.body) else "conflict"
 
     def append(self, event: Event) -> Verdict:
         return self.append_batch([event])[0]
 
     def append_batch(self, events: Iterable[Event]) -> list[Verdict]:
+        conn = self._conn
+        cur = conn.cursor()  # one cursor for the batch (Connection.execute makes one per call)
+        written = self.written
+        verdicts: list[Verdict] = []
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                verdicts = [self._insert(e) for e in events]
+                for e in events:
+                    body = e.body
+                    row = (e.source, e.id, e.type, e.time_us, e.subject, content_digest(body), body)
+                    cur.execute(_INSERT, row)
+                    if cur.rowcount == 1:
+                        written.add(cur.lastrowid or 0)
+                        verdicts.append("accepted")
+                    else:
+                        verdicts.append(self._verdict(e))
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             msg = f"cannot write to the database {self.path}: {exc}"
             raise StoreError(msg) from exc
