@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import io
 import json
@@ -480,3 +481,16 @@ def test_write_jsonl_compact_utf8_lines() -> None:
     chinese = io.BytesIO()
     write_jsonl([{"data": {"course": "戶政法令"}}], chinese)
     assert chinese.getvalue() == '{"data":{"course":"戶政法令"}}\n'.encode()
+
+
+def test_editing_a_yielded_event_leaves_its_duplicate_alone() -> None:
+    """A consumer may edit what it is given: the duplicates still equal the originals."""
+    untouched = [copy.deepcopy(e) for e in islice(simulate(seed=4), 6000)]
+    seen = []
+    for e in islice(simulate(seed=4), 6000):
+        seen.append(copy.deepcopy(e))
+        e["id"] = "edited"
+        e["data"]["edited"] = True
+    assert seen == untouched
+    keys = [(e["source"], e["id"]) for e in seen]
+    assert len(keys) > len(set(keys))  # duplicates were among them
