@@ -612,15 +612,15 @@ class _Office:
                 yield arrival, late
             event = self._envelope(n, item)
             arrival = t
-            late = self.r() < RATES.late_share
-            if late:
+            delayed = self.r() < RATES.late_share
+            if delayed:
                 arrival = t + self._delay(item[2])
             # the duplicate is copied before the event is yielded: what a consumer does
             # with a yielded event cannot reach its duplicate (draws in the same order)
             if self.r() < RATES.duplicate_share:
                 again = {**event, "data": dict(event["data"])}
                 heapq.heappush(pending, (arrival + self._u(1, 6 * HOUR), 2 * n + 1, again))
-            if late:
+            if delayed:
                 heapq.heappush(pending, (arrival, 2 * n, event))
             else:
                 yield t, event
