@@ -316,30 +316,19 @@ def _ratio_contribution(kpi: Kpi) -> Callable[[CaseRec], Contribution]:
 
 
 def _deadline_contribution(book: CaseBook, kpi: Kpi) -> Callable[[CaseRec], Contribution]:
-    """A deadline KPI's contribution: the case's outcome once it has ended (None while
-    not: the case is pending, counted at an instant only).
-
-    The same decision as ``deadline_outcome(rec, kpi, due, FAR_FUTURE)``, written out for
-    that instant: the Outcome it builds costs about as much as the rest of the work.
-    """
+    """A deadline KPI's contribution: the case's :func:`deadline_outcome` once it has
+    ended (None while not: the case is pending, counted at an instant only)."""
     population = kpi.population.mask
-    m = kpi.spec.measure
-    assert isinstance(m, DeadlineMeasure)
     index = book.deadline_index[kpi.id]
-    closed, ends = kpi.masks["closed_by"], kpi.masks["closed_by"] | kpi.masks["cancelled_by"]
-    overdue = m.count == "overdue"
 
     def deadline(rec: CaseRec) -> Contribution:
         if rec.open_us is None or not rec.open_mask & population:
             return None
-        end = rec.first(FAR_FUTURE, ends)
-        if end is None:
+        outcome = deadline_outcome(rec, kpi, rec.dues[index], FAR_FUTURE)
+        if not outcome.ended:
             return None
-        late = end[0] >= rec.dues[index]
-        if not overdue:
-            return (rec.year, (("den", 1), ("num", SCORE_SCALE * (not late))))
-        counted = late or bool(end[2] & closed)  # overdue: cancelled before due is left out
-        return (rec.year, (("den", int(counted)), ("num", SCORE_SCALE * late)))
+        good = outcome.counted and outcome.good
+        return (rec.year, (("den", int(outcome.counted)), ("num", SCORE_SCALE * good)))
 
     return deadline
 

@@ -316,7 +316,10 @@ class Kpi:
         roles = ("exclude", "fail", "closed_by", "cancelled_by")
         masks = {role: sum(c.mask for c in getattr(self, role)) for role in roles}
         masks["credit"] = sum(c.mask for c, _w in self.credit)
-        masks["follow_ups"] = sum(masks.values())  # every condition a follow-up can meet
+        follow_ups = 0
+        for mask in masks.values():  # OR, not sum: a condition may serve in two roles
+            follow_ups |= mask
+        masks["follow_ups"] = follow_ups  # every condition a follow-up can meet
         object.__setattr__(self, "masks", masks)
 
 
