@@ -176,13 +176,10 @@ class Scorecard:
         """The same for lines that carry their own line numbers."""
         summary = IngestSummary()
         pending: list[tuple[Event, int]] = []
-        code = self.rules.code
         for number, raw in lines:
             if not raw or raw.isspace():
                 continue
-            parsed = parse_line(raw, number)
-            if type(parsed) is not Event or parsed.office not in (None, code):
-                parsed = self._own_office(parsed, number)
+            parsed = self._own_office(parse_line(raw, number), number)
             if isinstance(parsed, Rejection):
                 self.store.reject(parsed, origin)
                 summary.rejections.append(parsed)
