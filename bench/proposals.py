@@ -70,7 +70,7 @@ def patch_store() -> None:
     import sqlite3
 
     from bsc_rules.errors import StoreError
-    from bsc_rules.events import same_content
+    from bsc_rules.events import content_digest, same_content
     from bsc_rules.store import SQLiteStore
 
     insert = (
@@ -85,7 +85,7 @@ def patch_store() -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 top = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-                digests = [e.digest for e in batch]
+                digests = [content_digest(e.body) for e in batch]
                 conn.executemany(
                     insert,
                     [
