@@ -15,10 +15,11 @@ from datetime import date, datetime, time
 from bsc_rules.calendar import TAIPEI, local_midnight, to_us
 from bsc_rules.measures import aggregate_period
 from bsc_rules.notices import CaseLine, DigestData, DigestRow, SentLine, TrendPoint
-from bsc_rules.outbox import OutboxItem, transaction
+from bsc_rules.outbox import OutboxItem
 from bsc_rules.pipeline import Pipeline, kpi_info
 from bsc_rules.report import Report, kpi_status
 from bsc_rules.settings import SECTIONS
+from bsc_rules.store import transaction
 
 DIRECTOR = "director"
 

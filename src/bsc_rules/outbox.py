@@ -27,8 +27,7 @@ import hashlib
 import importlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -37,9 +36,10 @@ from email.utils import getaddresses
 from typing import Any, Literal
 
 from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND
-from bsc_rules.errors import StoreError, UsageError
+from bsc_rules.errors import UsageError
 from bsc_rules.notices import Mail
 from bsc_rules.privacy import mask_text
+from bsc_rules.store import transaction
 
 Status = Literal["pending", "sent", "parked"]
 Render = Callable[[Mail], bytes]
@@ -66,30 +66,6 @@ SCHEMA = (
 )
 _ERROR_LIMIT = 500
 _MINUTE_US = 60 * US_PER_SECOND
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` if the block raises.
-
-    Inside a transaction already, the block joins it (the outer one commits).
-    """
-    if conn.in_transaction:
-        yield conn
-        return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot write to the database: {exc}") from exc
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")  # nothing of the block stays: no partial state
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"cannot write to the database: {exc}") from exc
-        raise
 
 
 @dataclass(frozen=True, slots=True)

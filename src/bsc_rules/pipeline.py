@@ -20,11 +20,12 @@ from pathlib import Path
 from bsc_rules.alerts import AlertRecord, Notify, Observation, Policy, step
 from bsc_rules.calendar import US_PER_DAY
 from bsc_rules.notices import AlertNotice, KpiInfo
-from bsc_rules.outbox import Outbox, transaction
+from bsc_rules.outbox import Outbox
 from bsc_rules.report import KpiResult, Report
 from bsc_rules.ruleset import Kpi, RuleSet
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
+from bsc_rules.store import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

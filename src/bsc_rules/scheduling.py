@@ -42,12 +42,12 @@ from bsc_rules.calendar import TAIPEI, iso, roc_year, to_us
 from bsc_rules.clock import Clock, SystemClock
 from bsc_rules.digest import digest_sent, missed_months
 from bsc_rules.mailer import Mailer, SmtpMailer
-from bsc_rules.outbox import transaction
 from bsc_rules.pipeline import Pipeline, open_pipeline
 from bsc_rules.privacy import mask_text
 from bsc_rules.replay import Schedule, run_tick
 from bsc_rules.scorecard import Ingested, IngestSummary
 from bsc_rules.settings import Settings
+from bsc_rules.store import transaction
 
 __all__ = [
     "Service",

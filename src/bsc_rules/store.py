@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -116,6 +117,32 @@ class MemoryStore:
         return None
 
 
+@contextmanager
+def transaction(conn: sqlite3.Connection, path: Path | None = None) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` if the block raises; a database
+    error becomes a :class:`StoreError` (naming ``path`` when given).
+
+    Inside a transaction already, the block joins it (the outer one commits).
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    where = "the database" if path is None else f"the database {path}"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot write to {where}: {exc}") from exc
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # nothing of the block stays: no partial state
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"cannot write to {where}: {exc}") from exc
+        raise
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     if not path.parent.exists():
         msg = f"cannot open the database {path}: folder {path.parent} does not exist"
@@ -187,29 +214,19 @@ class SQLiteStore:
         return self.append_batch([event])[0]
 
     def append_batch(self, events: Iterable[Event]) -> list[Verdict]:
-        conn = self._conn
-        cur = conn.cursor()  # one cursor for the batch (Connection.execute makes one per call)
+        cur = self._conn.cursor()  # one cursor for the batch (execute makes one per call)
         written = self.written
         verdicts: list[Verdict] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for e in events:
-                    body = e.body
-                    row = (e.source, e.id, e.type, e.time_us, e.subject, content_digest(body), body)
-                    cur.execute(_INSERT, row)
-                    if cur.rowcount == 1:
-                        written.add(cur.lastrowid or 0)
-                        verdicts.append("accepted")
-                    else:
-                        verdicts.append(self._verdict(e))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            msg = f"cannot write to the database {self.path}: {exc}"
-            raise StoreError(msg) from exc
+        with transaction(self._conn, self.path):
+            for e in events:
+                body = e.body
+                row = (e.source, e.id, e.type, e.time_us, e.subject, content_digest(body), body)
+                cur.execute(_INSERT, row)
+                if cur.rowcount == 1:
+                    written.add(cur.lastrowid or 0)
+                    verdicts.append("accepted")
+                else:
+                    verdicts.append(self._verdict(e))
         return verdicts
 
     def reject(self, rejection: Rejection, origin: str = "") -> None:

@@ -29,8 +29,8 @@ from bsc_rules.mailer import (
     maildir_name,
 )
 from bsc_rules.notices import Mail
-from bsc_rules.outbox import Outbox, RetryPolicy, transaction
-from bsc_rules.store import SQLiteStore
+from bsc_rules.outbox import Outbox, RetryPolicy
+from bsc_rules.store import SQLiteStore, transaction
 from tests.smtp_server import Received, SmtpServer
 
 T0 = datetime(2017, 3, 22, 9, 0, tzinfo=TAIPEI)
