@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import reduce
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,8 @@ import pytest
 
 from bsc_rules import _durable
 from bsc_rules.errors import UsageError
-from bsc_rules.matching import Condition, Matcher, PythonMatcher, matches
+from bsc_rules.matching import Condition, Matcher, PythonMatcher
+from tests.matching_cases import poison_durable_actions, reference
 
 LONG = "長" * 5_000 + "x" * 20_000
 
@@ -77,12 +77,6 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
 TABLE = pytest.mark.parametrize(
     ("type_", "data", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
-
-
-def reference(conditions: Sequence[Condition], type_: str, data: Mapping[str, Any]) -> int:
-    """The mask the reference semantics ``matching.matches`` gives."""
-    hits = (c.mask for c in conditions if matches(c, type_, data))
-    return reduce(lambda a, b: a | b, hits, 0)
 
 
 def build(kind: str, conditions: Sequence[Condition]) -> Matcher:
@@ -176,15 +170,8 @@ def test_durable_unusable_after_close() -> None:
 def test_durable_action_errors_reach_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception inside a durable action is raised by ``match``, not swallowed."""
 
-    class Poisoned:
-        def __or__(self, other: object) -> object:
-            raise KeyboardInterrupt
-
-    def poison(fired: Any) -> None:
-        fired.mask, fired.error = Poisoned(), None
-
     matcher = _durable.DurableMatcher(CONDITIONS)
-    monkeypatch.setattr(_durable._Fired, "reset", poison)
+    poison_durable_actions(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         matcher.match("applied", {})
     monkeypatch.undo()

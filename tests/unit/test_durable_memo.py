@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from functools import reduce
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,15 @@ from hypothesis import strategies as st
 
 from bsc_rules import _durable
 from bsc_rules.errors import UsageError
-from bsc_rules.matching import Condition, PythonMatcher, Scalar, matches
+from bsc_rules.matching import Condition, PythonMatcher
+from tests.matching_cases import (
+    Spec,
+    condition_specs,
+    conditions_of,
+    events,
+    poison_durable_actions,
+    reference,
+)
 
 pytestmark = pytest.mark.skipif(not _durable.available(), reason="durable_rules not importable")
 
@@ -40,12 +47,6 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("paid", {"amount": None}),
     ("withdrawn", {"channel": "web"}),
 ]
-
-
-def reference(conditions: Sequence[Condition], type_: str, data: Mapping[str, Any]) -> int:
-    """The mask the reference semantics ``matching.matches`` gives."""
-    hits = (c.mask for c in conditions if matches(c, type_, data))
-    return reduce(lambda a, b: a | b, hits, 0)
 
 
 class Spy:
@@ -170,15 +171,8 @@ def test_memo_off_posts_every_event(
 def test_memo_keeps_nothing_from_a_failed_post(monkeypatch: pytest.MonkeyPatch) -> None:
     """An error inside the engine's action reaches the caller and is not memoised."""
 
-    class Poisoned:
-        def __or__(self, other: object) -> object:
-            raise KeyboardInterrupt
-
-    def poison(fired: Any) -> None:
-        fired.mask, fired.error = Poisoned(), None
-
     matcher = _durable.DurableMatcher(CONDITIONS)
-    monkeypatch.setattr(_durable._Fired, "reset", poison)
+    poison_durable_actions(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         matcher.match("applied", {"channel": "web"})
     monkeypatch.undo()
@@ -197,25 +191,6 @@ def test_memo_does_not_outlive_close() -> None:
         matcher.match("applied", {"channel": "web"})
 
 
-TYPES = ["applied", "reviewed", "已結案"]
-FIELDS = ["channel", "level", "urgent"]
-scalars: st.SearchStrategy[Scalar] = st.one_of(
-    st.booleans(),
-    st.integers(min_value=-1, max_value=1),
-    st.sampled_from(["", "0", "1", "v0", "-", "k0", "f0"]),
-)
-clauses = st.tuples(st.sampled_from(FIELDS), st.lists(scalars, max_size=3).map(tuple))
-condition_specs = st.tuples(st.sampled_from(TYPES), st.lists(clauses, max_size=3).map(tuple))
-events = st.tuples(
-    st.sampled_from([*TYPES, "withdrawn"]),
-    st.dictionaries(
-        st.sampled_from([*FIELDS, "extra"]),
-        st.one_of(scalars, st.none(), st.floats(-1, 1), st.lists(scalars, max_size=1)),
-        max_size=len(FIELDS) + 1,
-    ),
-)
-
-
 @settings(
     max_examples=100,
     derandomize=True,
@@ -230,13 +205,13 @@ events = st.tuples(
     limit=st.integers(min_value=1, max_value=8),
 )
 def test_memo_on_and_off_agree_with_python(
-    specs: list[tuple[str, tuple[tuple[str, tuple[Scalar, ...]], ...]]],
+    specs: list[Spec],
     pool: list[tuple[str, dict[str, Any]]],
     picks: list[int],
     limit: int,
 ) -> None:
     """Over streams with repeats: memo on (default and tiny limits) == memo off == Python."""
-    conditions = [Condition(n, f"c{n}", type_, where) for n, (type_, where) in enumerate(specs)]
+    conditions = conditions_of(specs)
     python = PythonMatcher(conditions)
     durables = [
         _durable.DurableMatcher(conditions, memo=False),
