@@ -20,7 +20,17 @@ from typing import Any
 
 import orjson
 
-from bench.cases import Result, Timer, case, db_bytes, drop_db, fresh_db, lines_of, peak_rss
+from bench.cases import (
+    Result,
+    Timer,
+    case,
+    db_bytes,
+    drop_db,
+    fresh_db,
+    lines_of,
+    peak_rss,
+    throughput,
+)
 from bench.cases import percentiles as _percentiles
 
 TABLE = """
@@ -82,15 +92,7 @@ def case_floor(path: str, db: str, variant: str = "") -> Result:
     conn.close()
     size = db_bytes(db)
     drop_db(db)
-    return {
-        "events": count,
-        "stored": stored,
-        "seconds": t.wall,
-        "cpu_seconds": t.cpu,
-        "events_per_s": count / t.wall,
-        "peak_rss": peak_rss(),
-        "db_bytes": size,
-    }
+    return throughput(count, t, stored=stored, db_bytes=size)
 
 
 def _sync_host() -> Any:
@@ -132,13 +134,7 @@ def case_raw_durable(path: str, variants: bool = False) -> Result:
     one rule of bsc_rules' ruleset), and each event posted instead (consumed when it fires).
     """
     count, fired, t = _assert_retract(path, {"type": "registration.completed"})
-    result: Result = {
-        "events": count,
-        "fired": fired,
-        "seconds": t.wall,
-        "cpu_seconds": t.cpu,
-        "events_per_s": count / t.wall,
-    }
+    result = throughput(count, t, fired=fired)
     if variants:
         _, fired_all, every = _assert_retract(path, {"specversion": "1.0"})
         result["every_fired"] = fired_all
@@ -186,10 +182,4 @@ def case_read_log(db: str) -> Result:
             orjson.loads(body)
             count += 1
     conn.close()
-    return {
-        "events": count,
-        "seconds": t.wall,
-        "cpu_seconds": t.cpu,
-        "events_per_s": count / t.wall,
-        "peak_rss": peak_rss(),
-    }
+    return throughput(count, t)

@@ -49,6 +49,19 @@ class Timer:
         self.cpu = time.process_time() - self.cpu0
 
 
+def throughput(events: int, t: Timer, **extra: Any) -> Result:
+    """What every throughput case reports: events, wall and CPU seconds, the rate and the
+    peak RSS, with ``extra``."""
+    return {
+        "events": events,
+        "seconds": t.wall,
+        "cpu_seconds": t.cpu,
+        "events_per_s": events / t.wall,
+        "peak_rss": peak_rss(),
+        **extra,
+    }
+
+
 def _status(field: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -156,22 +169,19 @@ def case_replay(path: str, db: str, matcher: str, as_of: str, keep: bool = False
     cases = sum(len(book) for book in card.book.cases.values())
     card.close()
     events = summary.accepted + summary.duplicates + summary.rejected
-    result = {
-        "events": events,
-        "accepted": summary.accepted,
-        "duplicates": summary.duplicates,
-        "rejected": summary.rejected,
-        "seconds": t.wall,
-        "cpu_seconds": t.cpu,
-        "report_seconds": r.wall,
-        "events_per_s": events / t.wall,
-        "peak_rss": peak_rss(),
-        "rss_start": rss0,
-        "case_records": cases,
-        "store_written_set": written,
-        "db_bytes": db_bytes(target),
-        "report": report_digest(report),
-    }
+    result = throughput(
+        events,
+        t,
+        accepted=summary.accepted,
+        duplicates=summary.duplicates,
+        rejected=summary.rejected,
+        report_seconds=r.wall,
+        rss_start=rss0,
+        case_records=cases,
+        store_written_set=written,
+        db_bytes=db_bytes(target),
+        report=report_digest(report),
+    )
     if not keep:
         drop_db(target)
     return result
@@ -189,14 +199,7 @@ def case_restart(db: str, matcher: str, as_of: str) -> Result:
     report = card.report_at(instant(as_of))
     events = card._seq
     card.close()
-    return {
-        "events": events,
-        "seconds": t.wall,
-        "cpu_seconds": t.cpu,
-        "events_per_s": events / t.wall,
-        "peak_rss": peak_rss(),
-        "report": report_digest(report),
-    }
+    return throughput(events, t, report=report_digest(report))
 
 
 @case
@@ -211,14 +214,7 @@ def case_evaluate(path: str, as_of: str, year: int) -> Result:
         summary = card.ingest_lines(lines_of(path))
         report = card.report_at(instant(as_of), year)
     events = summary.accepted + summary.duplicates + summary.rejected
-    return {
-        "events": events,
-        "seconds": t.wall,
-        "cpu_seconds": t.cpu,
-        "events_per_s": events / t.wall,
-        "peak_rss": peak_rss(),
-        "kpis": report.as_json()["kpis"],
-    }
+    return throughput(events, t, kpis=report.as_json()["kpis"])
 
 
 # ---------------------------------------------------------------- the whole alert pipeline
@@ -245,17 +241,14 @@ def case_pipeline(path: str, workdir: str, until: str) -> Result:
     pipeline.card.close()
     ingest = summary.ingest
     events = ingest.accepted + ingest.duplicates + ingest.rejected
-    return {
-        "events": events,
-        "seconds": t.wall,
-        "cpu_seconds": t.cpu,
-        "events_per_s": events / t.wall,
-        "ticks": summary.ticks,
-        "queued": len(summary.queued),
-        "sent": len(summary.sent),
-        "peak_rss": peak_rss(),
-        "db": str(db),
-    }
+    return throughput(
+        events,
+        t,
+        ticks=summary.ticks,
+        queued=len(summary.queued),
+        sent=len(summary.sent),
+        db=str(db),
+    )
 
 
 @case

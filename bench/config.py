@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bsc_rules.simulate import office_factor
@@ -76,12 +76,10 @@ FULL = Plan(
     repeats=3,
     profile=True,
 )
-QUICK = Plan(
+QUICK = replace(
+    FULL,
     quick=True,
     national_events=QUICK_NATIONAL_SAMPLE,
     latency_events=5_000,
-    open_cases=100_000,
     digest_repeats=3,
-    repeats=3,
-    profile=True,
 )

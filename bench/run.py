@@ -200,27 +200,18 @@ def measure(plan: Plan, run: Runner) -> dict[str, Any]:  # noqa: C901  (the run,
         "raw durable_rules one", "raw_durable", k, path=one, variants=True
     )
     r["raw_durable_city"] = run("raw durable_rules city", "raw_durable", path=city)
-    for scale, path in (("one", one), ("city", city)):
-        r[f"replay_python_{scale}"] = run.median(
-            f"replay python {scale}",
-            "replay",
-            k if scale == "one" else 1,
-            path=path,
-            db=_db(f"replay-python-{scale}"),
-            matcher="python",
-            as_of=config.FINAL,
-            keep=scale == "city",
-        )
-    for scale, path in (("one", one), ("city", city)):
-        r[f"replay_durable_{scale}"] = run.median(
-            f"replay durable {scale}",
-            "replay",
-            k if scale == "one" else 1,
-            path=path,
-            db=_db(f"replay-durable-{scale}"),
-            matcher="durable",
-            as_of=config.FINAL,
-        )
+    for matcher in ("python", "durable"):
+        for scale, path in (("one", one), ("city", city)):
+            r[f"replay_{matcher}_{scale}"] = run.median(
+                f"replay {matcher} {scale}",
+                "replay",
+                k if scale == "one" else 1,
+                path=path,
+                db=_db(f"replay-{matcher}-{scale}"),
+                matcher=matcher,
+                as_of=config.FINAL,
+                keep=(matcher, scale) == ("python", "city"),  # the restart's log
+            )
 
     # the whole alert pipeline on event time, and a month's digests from its database
     r["pipeline_one"] = run(
