@@ -84,16 +84,20 @@ class IngestCase:
     status: dict[str, object]
 
 
-@pytest.fixture(scope="module")
-def ingest_case(tmp_path_factory: pytest.TempPathFactory) -> IngestCase:
-    """5,000 simulated events (five batches) and the reference run."""
-    folder = tmp_path_factory.mktemp("ingest-ref")
-    path = events_file(folder / "events.jsonl", 5000, seed=3)
+def _reference_ingest(folder: Path, count: int, seed: int) -> IngestCase:
+    """``count`` simulated events and an uninterrupted `bsc-rules ingest` of them."""
+    path = events_file(folder / "events.jsonl", count, seed=seed)
     db = folder / "ref.db"
     ok(run_cli(["ingest", str(path), "--db", str(db)], folder))
     order, boundaries = key_order(path)
     assert db_keys(db) == order
     return IngestCase(path, order, boundaries, status_json(db, folder))
+
+
+@pytest.fixture(scope="module")
+def ingest_case(tmp_path_factory: pytest.TempPathFactory) -> IngestCase:
+    """5,000 simulated events (five batches) and the reference run."""
+    return _reference_ingest(tmp_path_factory.mktemp("ingest-ref"), 5000, seed=3)
 
 
 @pytest.mark.parametrize("trial", range(INGEST_TRIALS))
@@ -123,12 +127,7 @@ def test_ingest_killed_anywhere_keeps_whole_batches_and_recovers(
 @pytest.fixture(scope="module")
 def ack_case(tmp_path_factory: pytest.TempPathFactory) -> IngestCase:
     """1,500 simulated events ingested one by one, and the CLI's uninterrupted run."""
-    folder = tmp_path_factory.mktemp("ack-ref")
-    path = events_file(folder / "events.jsonl", 1500, seed=4)
-    db = folder / "ref.db"
-    ok(run_cli(["ingest", str(path), "--db", str(db)], folder))
-    order, boundaries = key_order(path)
-    return IngestCase(path, order, boundaries, status_json(db, folder))
+    return _reference_ingest(tmp_path_factory.mktemp("ack-ref"), 1500, seed=4)
 
 
 def _acks(lines: Iterator[bytes]) -> Iterator[tuple[str, str]]:
