@@ -465,30 +465,24 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 _rate(d["events_per_s"]) + post,
             )
         )
-    for s in ("one", "city", "national"):
-        p, f = r[f"replay_python_{s}"], r[f"floor_{s}"]
-        out.append(
-            Row(
-                "replay, Python matcher (validate+store+match+measure)",
-                scales[s],
-                _rate(p["events_per_s"]),
-                f"floor {_rate(f['events_per_s'])}",
-                _ratio(p["events_per_s"], f["events_per_s"]),
-                "≥ 0.50×",
+    replays = (  # (label, matcher, baseline key, baseline label, scales)
+        ("replay, Python matcher (validate+store+match+measure)", "python", "floor", "floor",
+         ("one", "city", "national")),
+        ("replay, durable matcher", "durable", "raw_durable", "raw durable", ("one", "city")),
+    )  # fmt: skip
+    for label, matcher, base_key, base_label, replay_scales in replays:
+        for s in replay_scales:
+            p, b = r[f"replay_{matcher}_{s}"], r[f"{base_key}_{s}"]
+            out.append(
+                Row(
+                    label,
+                    scales[s],
+                    _rate(p["events_per_s"]),
+                    f"{base_label} {_rate(b['events_per_s'])}",
+                    _ratio(p["events_per_s"], b["events_per_s"]),
+                    "≥ 0.50×",
+                )
             )
-        )
-    for s in ("one", "city"):
-        p, d = r[f"replay_durable_{s}"], r[f"raw_durable_{s}"]
-        out.append(
-            Row(
-                "replay, durable matcher",
-                scales[s],
-                _rate(p["events_per_s"]),
-                f"raw durable {_rate(d['events_per_s'])}",
-                _ratio(p["events_per_s"], d["events_per_s"]),
-                "≥ 0.50×",
-            )
-        )
     wall, cpu, extrapolated = national_seconds(r)
     fl = r["floor_national"]
     fl_s = fl["seconds"] * (config.NATIONAL_EVENTS / fl["events"] if extrapolated else 1)
