@@ -25,6 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Benchmarks (docs/benchmarks.md): `make bench` runs the full set (national year of 10M
 # events; about 19 min), `make bench QUICK=1` a national sample (5-6 min). DuckDB is a

@@ -6,7 +6,7 @@
   the least any event log must do);
 * raw durable_rules: each decoded event asserted as a fact to a one-rule ruleset and
   retracted, in a ``Host`` whose ``_run`` starts nothing (no timer threads: everything
-  runs synchronously in the caller, as ``bsc_rules._durable`` does);
+  runs synchronously in the caller, as ``bsc_rules.matching.durable`` does);
 * a durable commit per event: one INSERT and COMMIT per event (the floor of live ingest);
 * reading the log back: SELECT every stored body and decode it (the floor of a restart).
 """

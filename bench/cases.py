@@ -153,9 +153,9 @@ def instant(text: str) -> int:
 def case_replay(path: str, db: str, matcher: str, as_of: str, keep: bool = False) -> Result:
     """validate + store + match + measure: ``ingest_lines`` (group commit of 1000) into a
     fresh SQLite log, then the report at ``as_of``."""
-    from bsc_rules.ruleset import load_ruleset
+    from bsc_rules.rules.ruleset import load_ruleset
     from bsc_rules.scorecard import Scorecard
-    from bsc_rules.store import SQLiteStore
+    from bsc_rules.store.sqlite import SQLiteStore
 
     rules = load_ruleset()
     target = fresh_db(db)
@@ -190,7 +190,7 @@ def case_replay(path: str, db: str, matcher: str, as_of: str, keep: bool = False
 @case
 def case_restart(db: str, matcher: str, as_of: str) -> Result:
     """``Scorecard.open(db)``: the state rebuilt by replaying the stored log."""
-    from bsc_rules.ruleset import load_ruleset
+    from bsc_rules.rules.ruleset import load_ruleset
     from bsc_rules.scorecard import Scorecard
 
     rules = load_ruleset()
@@ -205,7 +205,7 @@ def case_restart(db: str, matcher: str, as_of: str) -> Result:
 @case
 def case_evaluate(path: str, as_of: str, year: int) -> Result:
     """What ``bsc-rules evaluate`` does: in memory (no SQLite), Python matcher."""
-    from bsc_rules.ruleset import load_ruleset
+    from bsc_rules.rules.ruleset import load_ruleset
     from bsc_rules.scorecard import Scorecard
 
     rules = load_ruleset()
@@ -224,9 +224,9 @@ def case_evaluate(path: str, as_of: str, year: int) -> Result:
 def case_pipeline(path: str, workdir: str, until: str) -> Result:
     """``replay``: ingest, a tick every 15 minutes (evaluate, alerts, outbox), digests and
     delivery into a Maildir, all on event time."""
-    from bsc_rules.mailer import MaildirMailer
-    from bsc_rules.pipeline import open_pipeline
-    from bsc_rules.replay import replay
+    from bsc_rules.alerts.pipeline import open_pipeline
+    from bsc_rules.notify.mailer import MaildirMailer
+    from bsc_rules.scheduling.replay import replay
     from bsc_rules.settings import load_settings
 
     folder = Path(workdir)
@@ -255,9 +255,9 @@ def case_pipeline(path: str, workdir: str, until: str) -> Result:
 def case_digest(db: str, year: int, month: int, repeats: int) -> Result:
     """One month's digests (director + three sections): build the data, render the mail
     (Jinja2 text + HTML, a PNG trend chart per KPI) and make the MIME bytes."""
-    from bsc_rules.digest import DIRECTOR, DigestBuilder, digest_message_id
-    from bsc_rules.pipeline import open_pipeline
-    from bsc_rules.render import render_digest, to_bytes
+    from bsc_rules.alerts.pipeline import open_pipeline
+    from bsc_rules.notify.digest import DIRECTOR, DigestBuilder, digest_message_id
+    from bsc_rules.notify.render import render_digest, to_bytes
     from bsc_rules.settings import SECTIONS, load_settings
 
     settings = load_settings(None, database=Path(db), matcher="python")
@@ -313,7 +313,7 @@ def _head(path: str, n: int) -> list[bytes]:
 def case_ingest_latency(path: str, db: str, n: int, matcher: str) -> Result:
     """``Scorecard.ingest`` one event at a time: each acknowledged after its own durable
     commit (WAL, ``synchronous=FULL``)."""
-    from bsc_rules.ruleset import load_ruleset
+    from bsc_rules.rules.ruleset import load_ruleset
     from bsc_rules.scorecard import Scorecard
 
     lines = _head(path, n)
@@ -332,7 +332,7 @@ def case_ingest_latency(path: str, db: str, n: int, matcher: str) -> Result:
 @case
 def case_group_latency(path: str, db: str, n: int, batch: int) -> Result:
     """``Scorecard.ingest_lines`` in groups of ``batch``: one durable commit per group."""
-    from bsc_rules.ruleset import load_ruleset
+    from bsc_rules.rules.ruleset import load_ruleset
     from bsc_rules.scorecard import Scorecard
 
     lines = _head(path, n)
@@ -410,7 +410,7 @@ def case_open_memory(db: str, n: int, matcher: str, method: str) -> Result:
     ``method`` ``tracemalloc``: Python allocations still live after the ingest (and where,
     by source line); ``rss``: the resident set's growth (allocator overhead included).
     """
-    from bsc_rules.ruleset import load_ruleset
+    from bsc_rules.rules.ruleset import load_ruleset
     from bsc_rules.scorecard import Scorecard
 
     card = Scorecard.open(fresh_db(db), load_ruleset(), matcher=matcher)
@@ -457,9 +457,9 @@ def case_profile(
 
     profiler = cProfile.Profile()
     if kind in ("replay_python", "replay_durable"):
-        from bsc_rules.ruleset import load_ruleset
+        from bsc_rules.rules.ruleset import load_ruleset
         from bsc_rules.scorecard import Scorecard
-        from bsc_rules.store import SQLiteStore
+        from bsc_rules.store.sqlite import SQLiteStore
 
         rules = load_ruleset()
         card = Scorecard(rules, store=SQLiteStore(fresh_db(db)), matcher=kind.split("_")[1])
@@ -470,7 +470,7 @@ def case_profile(
         card.close()
         drop_db(db)
     elif kind == "restart":
-        from bsc_rules.ruleset import load_ruleset
+        from bsc_rules.rules.ruleset import load_ruleset
         from bsc_rules.scorecard import Scorecard
 
         rules = load_ruleset()
@@ -479,9 +479,9 @@ def case_profile(
         profiler.disable()
         card.close()
     elif kind == "pipeline":
-        from bsc_rules.mailer import MaildirMailer
-        from bsc_rules.pipeline import open_pipeline
-        from bsc_rules.replay import replay
+        from bsc_rules.alerts.pipeline import open_pipeline
+        from bsc_rules.notify.mailer import MaildirMailer
+        from bsc_rules.scheduling.replay import replay
         from bsc_rules.settings import load_settings
 
         folder = Path(db).parent / "profile-pipeline"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bsc_rules.simulate import office_factor
+from bsc_rules.dev.simulate import office_factor
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

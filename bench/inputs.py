@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from bench.config import DATA, OFFICE, SEED, YEAR
-from bsc_rules import simulate as sim
+from bsc_rules.dev import simulate as sim
 
 CHUNK = 8192
 

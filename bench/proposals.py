@@ -71,7 +71,7 @@ def patch_store() -> None:
 
     from bsc_rules.errors import StoreError
     from bsc_rules.events import content_digest, same_content
-    from bsc_rules.store import SQLiteStore
+    from bsc_rules.store.sqlite import SQLiteStore
 
     insert = (
         "INSERT INTO events (source, id, type, time_us, subject, digest, body)"
@@ -135,8 +135,8 @@ def patch_gc() -> None:
 @patch
 def patch_replay() -> None:  # noqa: C901  (a copy of replay.replay plus one change)
     from bsc_rules import events
-    from bsc_rules import replay as module
     from bsc_rules.events import Rejection
+    from bsc_rules.scheduling import replay as module
     from bsc_rules.scorecard import Ingested, IngestSummary, Scorecard
 
     def replay(lines: Any, until: int, pipeline: Any, mailer: Any, progress: Any = None) -> Any:
@@ -195,7 +195,7 @@ def patch_replay() -> None:  # noqa: C901  (a copy of replay.replay plus one cha
 
 @patch
 def patch_target() -> None:
-    from bsc_rules import report
+    from bsc_rules.measures import report
 
     original = report.effective_target
     cache: dict[tuple[int, int], Any] = {}
@@ -222,8 +222,9 @@ def run_case(names: list[str], case: str, args: dict[str, Any]) -> dict[str, Any
     code = (
         "import sys, json, orjson\n"
         "from bench import proposals, cases, baselines, duck\n"
-        "import bsc_rules.scorecard, bsc_rules.replay, bsc_rules.pipeline, bsc_rules.report\n"
-        "import bsc_rules.measures, bsc_rules._durable, bsc_rules.store\n"
+        "import bsc_rules.scorecard, bsc_rules.scheduling.replay, bsc_rules.alerts.pipeline\n"
+        "import bsc_rules.measures.report\n"
+        "import bsc_rules.measures.cases, bsc_rules.matching.durable, bsc_rules.store.sqlite\n"
         "proposals.apply(json.loads(sys.argv[1]))\n"
         "print(orjson.dumps(cases.CASES[sys.argv[2]](**json.loads(sys.argv[3]))).decode())\n"
     )

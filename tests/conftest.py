@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bsc_rules.ruleset import RuleSet, load_ruleset
+from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 
 _ids = itertools.count(1)
 

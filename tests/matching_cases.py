@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from bsc_rules.matching import Condition, Scalar, matches
+from bsc_rules.matching.condition import Condition, Scalar, matches
 
 TYPES = ["applied", "reviewed", "paid", "已結案"]
 FIELDS = ["channel", "level", "urgent", "備註"]
@@ -57,7 +57,7 @@ def reference(conditions: Sequence[Condition], type_: str, data: Mapping[str, An
 
 def poison_durable_actions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the next durable action raise KeyboardInterrupt (``monkeypatch.undo`` ends it)."""
-    from bsc_rules import _durable
+    from bsc_rules.matching import durable as _durable
 
     class Poisoned:
         def __or__(self, other: object) -> object:

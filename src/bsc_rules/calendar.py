@@ -50,6 +50,12 @@ def local_midnight(day: date) -> int:
     return to_us(datetime.combine(day, time(0), tzinfo=TAIPEI))
 
 
+def month_bounds(year: int, month: int) -> tuple[int, int]:
+    """``[start, end)`` of a local calendar month."""
+    following = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+    return local_midnight(date(year, month, 1)), local_midnight(following)
+
+
 @lru_cache(maxsize=64)
 def year_bounds(year: int) -> tuple[int, int]:
     """``(start, end)`` of a local calendar year: start inclusive, end exclusive."""

@@ -31,14 +31,14 @@ from bsc_rules.calendar import (
 )
 from bsc_rules.clock import Clock, SystemClock
 from bsc_rules.errors import BscRulesError, StoreError, UsageError
+from bsc_rules.measures.report import Report
 from bsc_rules.privacy import mask_text, mask_value
-from bsc_rules.report import Report
-from bsc_rules.ruleset import RuleSet, load_ruleset
+from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 from bsc_rules.scorecard import IngestSummary, Scorecard
 from bsc_rules.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from bsc_rules.mailer import Mailer
+    from bsc_rules.notify.mailer import Mailer
 
 STATUS_LABELS = {
     "met": ("達成", "green"),
@@ -306,7 +306,7 @@ def _ingest_summary(summary: IngestSummary, db: Path, console: Console) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.simulate import simulate, write_jsonl
+    from bsc_rules.dev.simulate import simulate, write_jsonl
 
     events = simulate(year=args.year, seed=args.seed, offices=tuple(args.office or ["datong"]))
     if args.out is None:
@@ -330,7 +330,7 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def _mailer(args: argparse.Namespace) -> Mailer:
-    from bsc_rules.mailer import MaildirMailer, SmtpMailer
+    from bsc_rules.notify.mailer import MaildirMailer, SmtpMailer
 
     if args.maildir is not None:
         return MaildirMailer(args.maildir)
@@ -344,8 +344,8 @@ def _mailer(args: argparse.Namespace) -> Mailer:
 def _cmd_replay(args: argparse.Namespace, console: Console, clock: Clock) -> int:
     import tempfile
 
-    from bsc_rules.pipeline import open_pipeline
-    from bsc_rules.replay import replay
+    from bsc_rules.alerts.pipeline import open_pipeline
+    from bsc_rules.scheduling.replay import replay
 
     settings = _load(args)
     mailer = _mailer(args)
@@ -366,7 +366,7 @@ def _cmd_replay(args: argparse.Namespace, console: Console, clock: Clock) -> int
 
 
 def _cmd_render(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.examples import example, preview
+    from bsc_rules.notify.examples import example, preview
 
     mail = example(args.kind)
     if args.part == "text":
@@ -376,7 +376,7 @@ def _cmd_render(args: argparse.Namespace, console: Console, clock: Clock) -> int
 
 
 def _open_db(args: argparse.Namespace) -> tuple[Settings, Any]:
-    from bsc_rules.store import SQLiteStore
+    from bsc_rules.store.sqlite import SQLiteStore
 
     settings = _load(args)
     if not settings.database.exists():
@@ -386,7 +386,7 @@ def _open_db(args: argparse.Namespace) -> tuple[Settings, Any]:
 
 
 def _cmd_outbox(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.outbox import Outbox
+    from bsc_rules.notify.outbox import Outbox
 
     _, store = _open_db(args)
     outbox = Outbox(store.connection)
@@ -416,7 +416,7 @@ def _when(us: int) -> str:
 
 
 def _cmd_ack(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.pipeline import AlertTable
+    from bsc_rules.alerts.table import AlertTable
 
     _, store = _open_db(args)
     rec = AlertTable(store.connection).acknowledge(args.alert, args.note, to_us(clock.now()))
@@ -426,7 +426,7 @@ def _cmd_ack(args: argparse.Namespace, console: Console, clock: Clock) -> int:
 
 
 def _cmd_history(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.pipeline import AlertTable
+    from bsc_rules.alerts.table import AlertTable
 
     _, store = _open_db(args)
     table = Table()
@@ -449,7 +449,7 @@ def _cmd_history(args: argparse.Namespace, console: Console, clock: Clock) -> in
 
 
 def _cmd_run(args: argparse.Namespace, console: Console, clock: Clock) -> int:
-    from bsc_rules.scheduling import serve
+    from bsc_rules.scheduling.service import serve
 
     serve(_load(args), clock=clock, stdin=None if sys.stdin.isatty() else sys.stdin.buffer)
     return 0

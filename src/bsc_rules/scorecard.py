@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 from bsc_rules.calendar import to_us
 from bsc_rules.events import Event, Rejection, event_from_body, parse_line, parse_object
-from bsc_rules.matching import Matcher, make_matcher
-from bsc_rules.measures import CaseBook
-from bsc_rules.report import Report, build_report
-from bsc_rules.ruleset import RuleSet, load_ruleset
-from bsc_rules.store import EventStore, MemoryStore, SQLiteStore, Verdict
+from bsc_rules.matching.condition import Matcher
+from bsc_rules.matching import make_matcher
+from bsc_rules.measures.cases import CaseBook
+from bsc_rules.measures.report import Report, build_report
+from bsc_rules.rules.ruleset import RuleSet, load_ruleset
+from bsc_rules.store.base import EventStore, MemoryStore, Verdict
+from bsc_rules.store.sqlite import SQLiteStore
 
 Status = Literal["accepted", "duplicate", "rejected"]
 CONFLICT = (

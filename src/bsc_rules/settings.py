@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bsc_rules.alerts import Policy
+from bsc_rules.alerts.lifecycle import Policy
 from bsc_rules.calendar import US_PER_DAY
 from bsc_rules.errors import Problem, RuleFileError, UsageError
 

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bsc_rules._durable import DurableMatcher
-from bsc_rules.matching import PythonMatcher
+from bsc_rules.matching.durable import DurableMatcher
+from bsc_rules.matching.python import PythonMatcher
 from tests.matching_cases import Spec, condition_specs, conditions_of, events, reference
 
 

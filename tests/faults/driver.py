@@ -41,13 +41,13 @@ PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 
 # name → (module, class, method): the kill happens after the call returned.
 HOOKS: dict[str, tuple[str, str, str]] = {
-    "ingest-commit": ("bsc_rules.store", "SQLiteStore", "append_batch"),
-    "enqueue": ("bsc_rules.outbox", "Outbox", "enqueue"),
-    "evaluate-commit": ("bsc_rules.pipeline", "Pipeline", "evaluate"),
-    "digest-build": ("bsc_rules.digest", "DigestBuilder", "build"),
-    "maildir-send": ("bsc_rules.mailer", "MaildirMailer", "send"),
-    "smtp-send": ("bsc_rules.mailer", "SmtpMailer", "send"),
-    "mark-sent": ("bsc_rules.outbox", "Outbox", "mark_sent"),
+    "ingest-commit": ("bsc_rules.store.sqlite", "SQLiteStore", "append_batch"),
+    "enqueue": ("bsc_rules.notify.outbox", "Outbox", "enqueue"),
+    "evaluate-commit": ("bsc_rules.alerts.pipeline", "Pipeline", "evaluate"),
+    "digest-build": ("bsc_rules.notify.digest", "DigestBuilder", "build"),
+    "maildir-send": ("bsc_rules.notify.mailer", "MaildirMailer", "send"),
+    "smtp-send": ("bsc_rules.notify.mailer", "SmtpMailer", "send"),
+    "mark-sent": ("bsc_rules.notify.outbox", "Outbox", "mark_sent"),
 }
 
 

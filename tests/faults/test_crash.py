@@ -30,7 +30,7 @@ from random import Random
 import orjson
 import pytest
 
-from bsc_rules.simulate import simulate
+from bsc_rules.dev.simulate import simulate
 from tests.faults.harness import (
     CLI,
     DRIVER,

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bsc_rules.simulate import simulate
+from bsc_rules.dev.simulate import simulate
 from tests.faults.harness import (
     CLI,
     DRIVER,

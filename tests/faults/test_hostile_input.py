@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bsc_rules.calendar import to_us
+from bsc_rules.dev.simulate import simulate
 from bsc_rules.errors import RuleFileError
 from bsc_rules.events import (
     EVENT_TYPES,
@@ -39,9 +40,8 @@ from bsc_rules.events import (
     parse_line,
     parse_line_checked,
 )
-from bsc_rules.ruleset import RuleSet, default_rules_dir, load_ruleset
+from bsc_rules.rules.ruleset import RuleSet, default_rules_dir, load_ruleset
 from bsc_rules.scorecard import Scorecard
-from bsc_rules.simulate import simulate
 from tests.faults.harness import LONG, examples, ok, record, run_cli, settings_file
 
 RULES = load_ruleset()

@@ -26,9 +26,9 @@ import orjson
 import pytest
 
 from bsc_rules.calendar import to_us
-from bsc_rules.ruleset import load_ruleset
+from bsc_rules.dev.simulate import simulate
+from bsc_rules.rules.ruleset import load_ruleset
 from bsc_rules.scorecard import Scorecard
-from bsc_rules.simulate import simulate
 from tests.faults.harness import DRIVER, clean_env, db_keys, record, scale
 
 SECONDS = scale(2, 10)

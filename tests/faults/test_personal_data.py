@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bsc_rules.simulate import simulate
+from bsc_rules.dev.simulate import simulate
 from tests.faults.harness import (
     CLI,
     LONG,

@@ -19,7 +19,7 @@ import pytest
 from bsc_rules.calendar import TAIPEI, US_PER_DAY, from_us, to_us
 from bsc_rules.clock import FakeClock
 from bsc_rules.errors import UsageError
-from bsc_rules.mailer import (
+from bsc_rules.notify.mailer import (
     DeliveryError,
     DeliveryReport,
     MaildirMailer,
@@ -28,9 +28,10 @@ from bsc_rules.mailer import (
     deliver_due,
     maildir_name,
 )
-from bsc_rules.notices import Mail
-from bsc_rules.outbox import Outbox, RetryPolicy
-from bsc_rules.store import SQLiteStore, transaction
+from bsc_rules.notify.notices import Mail
+from bsc_rules.notify.outbox import Outbox, RetryPolicy
+from bsc_rules.store.db import transaction
+from bsc_rules.store.sqlite import SQLiteStore
 from tests.smtp_server import Received, SmtpServer
 
 T0 = datetime(2017, 3, 22, 9, 0, tzinfo=TAIPEI)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import smtplib
 
-from bsc_rules.examples import example
-from bsc_rules.render import to_bytes
+from bsc_rules.notify.examples import example
+from bsc_rules.notify.render import to_bytes
 from tests.smtp_server import SmtpServer
 
 

@@ -8,7 +8,7 @@ and status, the list of due-soon and overdue cases, ``unmatched`` and ``rejected
 recomputed with SQL. They must equal what ``bsc-rules evaluate --format json`` prints,
 for two seeds at four instants, the last one in January for the year before.
 
-Only :mod:`bsc_rules.simulate` (to generate the input) and :func:`bsc_rules.cli.main`
+Only :mod:`bsc_rules.dev.simulate` (to generate the input) and :func:`bsc_rules.cli.main`
 (to run the command) are imported from the project.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from bsc_rules.cli import main
-from bsc_rules.simulate import simulate, write_jsonl
+from bsc_rules.dev.simulate import simulate, write_jsonl
 
 SEEDS = (0, 7)
 #: (as_of, --year or None for the year that contains as_of)

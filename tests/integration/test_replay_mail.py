@@ -21,14 +21,15 @@ from typing import Any
 import orjson
 import pytest
 
+from bsc_rules.alerts.pipeline import Pipeline, open_pipeline
 from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.cli import main
-from bsc_rules.mailer import SmtpMailer
-from bsc_rules.pipeline import Pipeline, open_pipeline
+from bsc_rules.dev.simulate import simulate, write_jsonl
+from bsc_rules.notify.mailer import SmtpMailer
 from bsc_rules.privacy import find_ids
-from bsc_rules.replay import Schedule, replay, run_tick
+from bsc_rules.scheduling.replay import replay
+from bsc_rules.scheduling.schedule import Schedule, run_tick
 from bsc_rules.settings import load_settings
-from bsc_rules.simulate import simulate, write_jsonl
 from tests.conftest import event, jsonl
 from tests.smtp_server import Received, SmtpServer
 

@@ -20,10 +20,11 @@ import pytest
 
 from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.clock import FakeClock
-from bsc_rules.digest import digest_message_id
-from bsc_rules.mailer import MaildirMailer
-from bsc_rules.replay import Schedule
-from bsc_rules.scheduling import (
+from bsc_rules.dev.simulate import simulate
+from bsc_rules.notify.digest import digest_message_id
+from bsc_rules.notify.mailer import MaildirMailer
+from bsc_rules.scheduling.schedule import Schedule
+from bsc_rules.scheduling.service import (
     Service,
     digest_trigger,
     missed_months,
@@ -32,7 +33,6 @@ from bsc_rules.scheduling import (
 )
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import SECTIONS, Settings, load_settings
-from bsc_rules.simulate import simulate
 from tests.conftest import event, jsonl
 from tests.smtp_server import SmtpServer
 

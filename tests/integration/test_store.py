@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bsc_rules.calendar import TAIPEI
+from bsc_rules.dev.simulate import simulate
 from bsc_rules.errors import StoreError
 from bsc_rules.scorecard import Scorecard
-from bsc_rules.simulate import simulate
-from bsc_rules.store import SQLiteStore
+from bsc_rules.store.sqlite import SQLiteStore
 from tests.conftest import event, jsonl
 
 AS_OF = datetime(2017, 12, 31, 23, 59, 59, tzinfo=TAIPEI)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bsc_rules.alerts import Observation, Policy, acknowledge, step
+from bsc_rules.alerts.lifecycle import Observation, Policy, acknowledge, step
 from bsc_rules.calendar import US_PER_DAY
 
 DAY = US_PER_DAY

@@ -22,17 +22,17 @@ from typing import Any
 import pytest
 
 from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND, iso, year_bounds
+from bsc_rules.dev.simulate import simulate
 from bsc_rules.events import Event, parse_object
 from bsc_rules.matching import make_matcher
-from bsc_rules.measures import (
+from bsc_rules.measures.cases import (
     FAR_FUTURE,
     CaseBook,
     aggregate,
     aggregate_period,
     deadline_outcome,
 )
-from bsc_rules.ruleset import RuleSet, default_rules_dir, load_ruleset
-from bsc_rules.simulate import simulate
+from bsc_rules.rules.ruleset import RuleSet, default_rules_dir, load_ruleset
 
 YEARS = (2016, 2017, 2018)
 # Fields some populations test (AC1.2: scanned; TF1.1: mode), and their other value.

@@ -16,14 +16,21 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bsc_rules import render
 from bsc_rules.calendar import TAIPEI, to_us
-from bsc_rules.charts import trend_png
 from bsc_rules.errors import UsageError
-from bsc_rules.examples import example, example_digest, preview
-from bsc_rules.notices import AlertNotice, CaseLine, DigestData, KpiInfo, Mail, SentLine, TrendPoint
-from bsc_rules.privacy import find_ids
-from bsc_rules.render import (
+from bsc_rules.notify import render
+from bsc_rules.notify.charts import trend_png
+from bsc_rules.notify.examples import example, example_digest, preview
+from bsc_rules.notify.notices import (
+    AlertNotice,
+    CaseLine,
+    DigestData,
+    KpiInfo,
+    Mail,
+    SentLine,
+    TrendPoint,
+)
+from bsc_rules.notify.render import (
     KINDS,
     RenderError,
     render_alert,
@@ -31,6 +38,7 @@ from bsc_rules.render import (
     strategy_map,
     to_bytes,
 )
+from bsc_rules.privacy import find_ids
 
 PREFIXES = {
     "due_soon": "【KPI預警】",

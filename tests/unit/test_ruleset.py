@@ -11,8 +11,8 @@ import pytest
 
 from bsc_rules.cli import main
 from bsc_rules.errors import RuleFileError
-from bsc_rules.report import effective_target
-from bsc_rules.ruleset import RuleSet, default_rules_dir, load_ruleset
+from bsc_rules.measures.report import effective_target
+from bsc_rules.rules.ruleset import RuleSet, default_rules_dir, load_ruleset
 
 
 def test_shipped_rules_hold_the_seed(rules: RuleSet) -> None:

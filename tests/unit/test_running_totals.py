@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bsc_rules.calendar import US_PER_DAY, year_bounds
-from bsc_rules.measures import FAR_FUTURE, aggregate, aggregate_period, open_cases
+from bsc_rules.dev.simulate import simulate
+from bsc_rules.measures.cases import FAR_FUTURE, aggregate, aggregate_period, open_cases
 from bsc_rules.scorecard import Scorecard
-from bsc_rules.simulate import simulate
 from tests.conftest import jsonl
 
 

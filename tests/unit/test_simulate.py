@@ -1,4 +1,4 @@
-"""Tests of the event generator ``bsc_rules.simulate`` against spec/events.md and spec/kpis.md."""
+"""Tests of the event generator ``bsc_rules.dev.simulate`` against the events and KPI specs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bsc_rules.simulate import office_factor, simulate, write_jsonl
+from bsc_rules.dev.simulate import office_factor, simulate, write_jsonl
 
 TAIPEI = timezone(timedelta(hours=8))
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")

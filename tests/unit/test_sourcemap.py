@@ -1,4 +1,4 @@
-"""Tests for bsc_rules.sourcemap: safe, located YAML loading and plain-worded validation errors."""
+"""Tests for bsc_rules.rules.sourcemap: safe, located YAML loading and plain-worded errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bsc_rules.errors import Problem, RuleFileError
-from bsc_rules.sourcemap import load_and_validate, load_many, load_yaml, validate
+from bsc_rules.rules.sourcemap import load_and_validate, load_many, load_yaml, validate
 
 
 class Where(BaseModel):

@@ -12,8 +12,8 @@ from typing import Any
 
 from bsc_rules.calendar import iso, year_bounds, year_complete_at, year_of
 from bsc_rules.errors import UsageError
-from bsc_rules.measures import CaseBook, CaseState, Figures, aggregate, open_cases
-from bsc_rules.ruleset import SCORE_SCALE, DeadlineMeasure, Kpi, RatioMeasure, RuleSet
+from bsc_rules.measures.cases import CaseBook, CaseState, Figures, aggregate, open_cases
+from bsc_rules.rules.ruleset import SCORE_SCALE, DeadlineMeasure, Kpi, RatioMeasure, RuleSet
 
 STATUSES = ("met", "on_track", "at_risk", "breached", "no_data", "no_target")
 

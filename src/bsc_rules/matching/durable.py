@@ -44,7 +44,7 @@ from types import ModuleType
 from typing import Any, Final
 
 from bsc_rules.errors import UsageError
-from bsc_rules.matching import Condition
+from bsc_rules.matching.condition import Condition
 
 TYPE_KEY: Final = "t"
 OTHER: Final = "-"

@@ -16,7 +16,7 @@ import yaml
 
 from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.errors import UsageError
-from bsc_rules.notices import (
+from bsc_rules.notify.notices import (
     AlertNotice,
     CaseLine,
     DigestData,
@@ -26,7 +26,7 @@ from bsc_rules.notices import (
     SentLine,
     TrendPoint,
 )
-from bsc_rules.render import (
+from bsc_rules.notify.render import (
     DEFAULT_TEMPLATES,
     KINDS,
     RenderError,

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
-from bsc_rules.calendar import TAIPEI, from_us, to_us
+from bsc_rules.alerts.pipeline import Pipeline
+from bsc_rules.calendar import from_us
 from bsc_rules.clock import FakeClock
-from bsc_rules.digest import digest_instant, missed_months, previous_month, send_digests
 from bsc_rules.events import Event
-from bsc_rules.mailer import Mailer, deliver_due
-from bsc_rules.pipeline import Pipeline
+from bsc_rules.notify.mailer import Mailer, deliver_due
+from bsc_rules.scheduling.schedule import (
+    Schedule,
+    run_tick,
+)
 from bsc_rules.scorecard import IngestSummary
 
 
@@ -34,49 +36,6 @@ class ReplaySummary:
     undeliverable: list[str] = field(default_factory=list)
     start: int | None = None
     end: int | None = None
-
-
-class Schedule:
-    """The instants at which the service acts: ticks from local midnight and digests."""
-
-    def __init__(self, tick_minutes: int, digest_day: int, digest_hour: int) -> None:
-        self.tick = tick_minutes * 60 * 1_000_000
-        self.day, self.hour = digest_day, digest_hour
-
-    def after(self, instant: int) -> int:
-        """The first scheduled instant strictly after ``instant``."""
-        moment = from_us(instant)
-        midnight = to_us(datetime.combine(moment.date(), datetime.min.time(), tzinfo=TAIPEI))
-        tick = midnight + ((instant - midnight) // self.tick + 1) * self.tick
-        next_midnight = to_us(
-            datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(), tzinfo=TAIPEI)
-        )
-        this = (moment.year, moment.month)
-        candidates = (previous_month(instant), this)  # digests sent this month and next
-        digest = min(d for d in (self._instant(m) for m in candidates) if d > instant)
-        return min(tick, next_midnight, digest)
-
-    def _instant(self, month: tuple[int, int]) -> int:
-        return digest_instant(month[0], month[1], self.day, self.hour)
-
-    def digest_due(self, instant: int) -> tuple[int, int] | None:
-        """The month whose digest is due at ``instant`` (at or after its digest instant)."""
-        year, month = previous_month(instant)
-        return (
-            (year, month) if instant >= digest_instant(year, month, self.day, self.hour) else None
-        )
-
-
-def run_tick(
-    pipeline: Pipeline, schedule: Schedule, mailer: Mailer, now: int, start: int
-) -> tuple[list[str], list[str], list[str]]:
-    """Everything the service does at one instant: evaluate, digests, delivery."""
-    queued = pipeline.evaluate(now)
-    # every digest owed since the service began (a missed one too), once each: runs table
-    for year, month in missed_months(start, now, schedule.day, schedule.hour):
-        queued += send_digests(pipeline, year, month, now)
-    report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
-    return queued, report.sent, [f.message_id for f in report.parked]
 
 
 def replay(

@@ -31,7 +31,7 @@ from typing import Literal, Protocol
 from bsc_rules.calendar import to_us
 from bsc_rules.clock import Clock
 from bsc_rules.errors import BscRulesError, UsageError
-from bsc_rules.outbox import DEFAULT_POLICY, Outbox, RetryPolicy, message_id_of
+from bsc_rules.notify.outbox import DEFAULT_POLICY, Outbox, RetryPolicy, message_id_of
 
 Security = Literal["none", "starttls", "tls"]
 _REPLY_LIMIT = 200

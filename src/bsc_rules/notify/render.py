@@ -49,15 +49,9 @@ from bsc_rules.calendar import (
     roc_year,
     year_of,
 )
-from bsc_rules.charts import trend_png
 from bsc_rules.errors import BscRulesError, UsageError
-from bsc_rules.notices import (
-    AlertNotice,
-    DigestData,
-    DigestRow,
-    KpiInfo,
-    Mail,
-)
+from bsc_rules.notify.charts import trend_png
+from bsc_rules.notify.notices import AlertNotice, DigestData, DigestRow, KpiInfo, Mail
 from bsc_rules.privacy import mask_text
 
 __all__ = [
@@ -73,7 +67,7 @@ __all__ = [
     "to_bytes",
 ]
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "notifications"
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[3] / "notifications"
 KINDS = ("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
 UNIT_SUFFIX = {"percent": "%", "count": "件", "pages": "頁"}
 _T = TypeVar("_T")

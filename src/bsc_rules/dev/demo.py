@@ -23,12 +23,12 @@ from aiosmtpd.controller import Controller
 from rich.console import Console
 from rich.table import Table
 
+from bsc_rules.alerts.pipeline import open_pipeline
 from bsc_rules.calendar import parse_instant, to_us
-from bsc_rules.mailer import MaildirMailer, SmtpMailer, maildir_name
-from bsc_rules.pipeline import open_pipeline
-from bsc_rules.replay import replay
+from bsc_rules.dev.simulate import simulate, write_jsonl
+from bsc_rules.notify.mailer import MaildirMailer, SmtpMailer, maildir_name
+from bsc_rules.scheduling.replay import replay
 from bsc_rules.settings import load_settings
-from bsc_rules.simulate import simulate, write_jsonl
 
 UNTIL = "2018-01-31T23:59:59+08:00"
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from bsc_rules.calendar import US_PER_DAY, due_days_after, due_next_month, year_bounds, year_of
 from bsc_rules.events import FOLLOW_UP_OF, PERIOD_TYPES, Event
-from bsc_rules.ruleset import (
+from bsc_rules.rules.ruleset import (
     SCORE_SCALE,
     DeadlineMeasure,
     DistinctMeasure,

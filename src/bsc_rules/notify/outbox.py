@@ -17,14 +17,13 @@ a failure is retried after an exponential backoff (:class:`RetryPolicy`) and par
 undeliverable at once on a permanent (5xx) error or when the retry budget is spent.
 :meth:`Outbox.retry` puts parked mail back in the queue.
 
-The outbox expects the connection of :mod:`bsc_rules.store` (``isolation_level=None``:
+The outbox expects the connection of :mod:`bsc_rules.store.sqlite` (``isolation_level=None``:
 transactions are explicit ``BEGIN IMMEDIATE`` / ``COMMIT``) and one delivering process.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -37,9 +36,10 @@ from typing import Any, Literal
 
 from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND
 from bsc_rules.errors import UsageError
-from bsc_rules.notices import Mail
+from bsc_rules.notify.notices import Mail
+from bsc_rules.notify.render import to_bytes
 from bsc_rules.privacy import mask_text
-from bsc_rules.store import transaction
+from bsc_rules.store.db import transaction
 
 Status = Literal["pending", "sent", "parked"]
 Render = Callable[[Mail], bytes]
@@ -176,13 +176,6 @@ def _headers_of(body: bytes) -> _Envelope:
     return _Envelope(message_id, senders[0], recipients, subject)
 
 
-def _render_with_module(mail: Mail) -> bytes:
-    """The project's renderer, imported on first use (rendering is its own stage)."""
-    module = importlib.import_module("bsc_rules.render")
-    to_bytes: Render = module.to_bytes
-    return to_bytes(mail)
-
-
 _FIELDS = tuple(f.name for f in fields(OutboxItem))
 _COLUMNS = ", ".join(_FIELDS)
 
@@ -203,7 +196,7 @@ class Outbox:
             msg = "the outbox needs a connection with isolation_level=None (explicit BEGIN)"
             raise UsageError(msg)
         self.conn = conn
-        self._render = render or _render_with_module
+        self._render = render or to_bytes
         with transaction(conn):
             for statement in SCHEMA:
                 conn.execute(statement)

@@ -38,16 +38,15 @@ from apscheduler.schedulers.background import (  # type: ignore[import-untyped]
 from apscheduler.triggers.combining import OrTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 
+from bsc_rules.alerts.pipeline import Pipeline, open_pipeline
 from bsc_rules.calendar import TAIPEI, iso, roc_year, to_us
 from bsc_rules.clock import Clock, SystemClock
-from bsc_rules.digest import digest_sent, missed_months
-from bsc_rules.mailer import Mailer, SmtpMailer
-from bsc_rules.pipeline import Pipeline, open_pipeline
+from bsc_rules.notify.mailer import Mailer, SmtpMailer
 from bsc_rules.privacy import mask_text
-from bsc_rules.replay import Schedule, run_tick
+from bsc_rules.scheduling.schedule import Schedule, missed_months, run_tick
 from bsc_rules.scorecard import Ingested, IngestSummary
 from bsc_rules.settings import Settings
-from bsc_rules.store import transaction
+from bsc_rules.store.db import transaction
 
 __all__ = [
     "Service",
@@ -172,7 +171,7 @@ class Service:
         with self._lock:
             start, schedule = self.started(now), self.schedule
             for year, month in missed_months(start, now, schedule.day, schedule.hour):
-                if not digest_sent(self.pipeline, year, month):
+                if not self.pipeline.digest_sent(year, month):
                     _info(f"補寄月報：{roc_year(year)}年{month}月")
             return self.tick(now)  # run_tick sends every digest still owed, once each
 

@@ -11,72 +11,22 @@ transaction.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bsc_rules.alerts import AlertRecord, Notify, Observation, Policy, step
+from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy, step
+from bsc_rules.alerts.table import AlertTable, message_id
 from bsc_rules.calendar import US_PER_DAY
-from bsc_rules.notices import AlertNotice, KpiInfo
-from bsc_rules.outbox import Outbox
-from bsc_rules.report import KpiResult, Report
-from bsc_rules.ruleset import Kpi, RuleSet
+from bsc_rules.measures.report import KpiResult, Report
+from bsc_rules.notify.digest import DigestInputs, build_digests
+from bsc_rules.notify.notices import AlertNotice, kpi_info
+from bsc_rules.notify.outbox import Outbox
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
-from bsc_rules.store import transaction
+from bsc_rules.store.db import transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    key          TEXT PRIMARY KEY,
-    state        TEXT NOT NULL,
-    since_us     INTEGER NOT NULL,
-    notified     INTEGER NOT NULL,
-    told         TEXT NOT NULL,
-    escalated    INTEGER NOT NULL,
-    acknowledged INTEGER NOT NULL,
-    ack_note     TEXT,
-    sent         INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS alert_history (
-    seq        INTEGER PRIMARY KEY,
-    at_us      INTEGER NOT NULL,
-    key        TEXT NOT NULL,
-    event      TEXT NOT NULL,
-    state      TEXT,
-    message_id TEXT,
-    recipients TEXT,
-    note       TEXT
-);
-CREATE INDEX IF NOT EXISTS alert_history_key ON alert_history (key, seq);
-CREATE TABLE IF NOT EXISTS runs (
-    job     TEXT NOT NULL,
-    period  TEXT NOT NULL,
-    done_us INTEGER NOT NULL,
-    PRIMARY KEY (job, period)
-);
-"""
 RESOLVING_STATUSES = ("met", "on_track")
-
-
-def kpi_info(rules: RuleSet, kpi: Kpi) -> KpiInfo:
-    """How a template names a KPI."""
-    spec, office = kpi.spec, rules.office
-    return KpiInfo(
-        id=spec.id,
-        name=spec.name,
-        objective_code=spec.objective.code,
-        objective_name=spec.objective.name,
-        theme=spec.theme,
-        theme_name=office.themes[spec.theme].name,
-        perspective=spec.perspective,
-        perspective_name=office.perspectives[spec.perspective].name,
-        owner=spec.owner,
-        owner_name=office.sections[spec.owner].name,
-        unit=spec.unit,
-        direction=spec.direction,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,101 +38,6 @@ class Seen:
     subject: str | None = None
     opened: int | None = None
     due: int | None = None
-
-
-class AlertTable:
-    """Alert records and their history in the event database."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        conn.executescript(SCHEMA)
-
-    def load(self) -> dict[str, AlertRecord]:
-        rows = self.conn.execute(
-            "SELECT key, state, since_us, notified, told, escalated, acknowledged, ack_note, sent"
-            " FROM alerts"
-        )
-        return {
-            r[0]: AlertRecord(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                frozenset(filter(None, r[4].split(","))),
-                bool(r[5]),
-                bool(r[6]),
-                r[7],
-                r[8],
-            )
-            for r in rows
-        }
-
-    def save(self, rec: AlertRecord) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                rec.key,
-                rec.state,
-                rec.since,
-                rec.notified,
-                ",".join(sorted(rec.told)),
-                int(rec.escalated),
-                int(rec.acknowledged),
-                rec.ack_note,
-                rec.sent,
-            ),
-        )
-
-    def acknowledge(self, key: str, note: str, now: int) -> AlertRecord:
-        """Acknowledge an active alert: repeats and escalation stop."""
-        from bsc_rules.alerts import acknowledge
-        from bsc_rules.errors import UsageError
-
-        with transaction(self.conn):
-            rec = self.load().get(key)
-            if rec is None:
-                active = ", ".join(sorted(self.load())) or "none"
-                msg = f"no active alert {key!r} (active: {active})"
-                raise UsageError(msg)
-            rec = acknowledge(rec, note)
-            self.save(rec)
-            self.log(now, key, "acknowledged", rec.state, note=note)
-        return rec
-
-    def delete(self, key: str) -> None:
-        self.conn.execute("DELETE FROM alerts WHERE key = ?", (key,))
-
-    def log(
-        self,
-        at: int,
-        key: str,
-        event: str,
-        state: str | None = None,
-        message_id: str | None = None,
-        recipients: str | None = None,
-        note: str | None = None,
-    ) -> None:
-        self.conn.execute(
-            "INSERT INTO alert_history (at_us, key, event, state, message_id, recipients, note)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, key, event, state, message_id, recipients, note),
-        )
-
-    def history(
-        self, kpi: str | None = None, case: str | None = None
-    ) -> Iterator[tuple[object, ...]]:
-        query = "SELECT at_us, key, event, state, message_id, recipients, note FROM alert_history"
-        args: list[str] = []
-        if kpi or case:
-            query += " WHERE key LIKE ?"
-            args.append(f"%:{kpi or '%'}:{case}" if case else f"%:{kpi}%")
-        yield from self.conn.execute(query + " ORDER BY seq", args)
-
-
-def message_id(note: Notify, to: tuple[str, ...], office: str) -> str:
-    """A stable Message-ID: the same notification always has the same id."""
-    digest = hashlib.sha256((note.ident + "|" + ",".join(to)).encode()).hexdigest()[:32]
-    return f"<{digest}.{note.kind}@bsc-rules.{office}>"
 
 
 class Pipeline:
@@ -304,7 +159,7 @@ class Pipeline:
         return tuple(addresses)
 
     def _enqueue(self, note: Notify, seen: Seen, now: int) -> str:
-        from bsc_rules.render import render_alert
+        from bsc_rules.notify.render import render_alert
 
         result = seen.kpi
         info = kpi_info(self.rules, result.kpi)
@@ -339,14 +194,55 @@ class Pipeline:
         return mid
 
 
+    # ------------------------------------------------------------ digests
+
+    def digest_sent(self, year: int, month: int) -> bool:
+        """Whether the digest of (year, month) was already sent."""
+        row = self.conn.execute(
+            "SELECT 1 FROM runs WHERE job = 'digest' AND period = ?", (f"{year}-{month:02d}",)
+        ).fetchone()
+        return row is not None
+
+    def digest_inputs(self) -> DigestInputs:
+        """What the digest reads, and nothing more."""
+        records = self.alerts.load()
+        return DigestInputs(
+            card=self.card,
+            recipients=self.settings.recipients,  # type: ignore[arg-type]
+            items=self.outbox.items(),
+            unacknowledged=frozenset(k for k, r in records.items() if not r.acknowledged),
+        )
+
+    def send_digests(self, year: int, month: int, now: int) -> list[str]:
+        """Enqueue the month's digests (director and every section) once; record the run."""
+        if self.digest_sent(year, month):
+            return []
+        mails = build_digests(
+            self.digest_inputs(),
+            year,
+            month,
+            office=self.rules.code,
+            sender=self.settings.sender,
+            now=now,
+            templates=self.settings.templates,
+        )
+        with transaction(self.conn):
+            for mail in mails:
+                self.outbox.enqueue(mail, kind="digest", now_us=now)
+            period = f"{year}-{month:02d}"
+            self.conn.execute("INSERT INTO runs VALUES ('digest', ?, ?)", (period, now))
+            self._mark_clock(now)
+        return [m.message_id for m in mails]
+
+
 def _float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def open_pipeline(settings: Settings, db: Path | None = None) -> Pipeline:
     """A pipeline over the settings' database (state rebuilt from the log)."""
-    from bsc_rules.ruleset import load_ruleset
-    from bsc_rules.store import SQLiteStore
+    from bsc_rules.rules.ruleset import load_ruleset
+    from bsc_rules.store.sqlite import SQLiteStore
 
     rules = load_ruleset(settings.rules)
     store = SQLiteStore(db or settings.database)

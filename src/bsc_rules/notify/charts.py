@@ -16,7 +16,7 @@ from itertools import pairwise
 
 from PIL import Image, ImageDraw
 
-from bsc_rules.notices import TrendPoint
+from bsc_rules.notify.notices import TrendPoint
 
 WIDTH, HEIGHT = 240, 80
 MONTHS = 12

@@ -5,7 +5,7 @@ shared parameters); every other ``rules/*.yaml`` describes one KPI: what the see
 of it (objective, owner, formula, targets, history, action plans, budgets) and its
 ``measure``: the declared per-event conditions and how they aggregate. Conditions are
 data (event type + field values); the aggregation kinds are a small fixed vocabulary
-implemented in :mod:`bsc_rules.measures`.
+implemented in :mod:`bsc_rules.measures.cases`.
 
 :func:`load_ruleset` reads a folder, reports *every* problem of every file at once as a
 :class:`~bsc_rules.errors.RuleFileError`, and compiles the conditions for the matchers.
@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from bsc_rules.errors import Problem, RuleFileError
 from bsc_rules.events import EVENT_TYPES, FOLLOW_UP_OF, PERIOD_TYPES, FieldSpec
-from bsc_rules.matching import Condition, Scalar
-from bsc_rules.sourcemap import load_and_validate
+from bsc_rules.matching.condition import Condition, Scalar
+from bsc_rules.rules.sourcemap import load_and_validate
 
 SectionCode = Literal["registration", "records", "general_affairs", "director"]
 Year = Annotated[int, Field(ge=1912, le=2200)]
@@ -385,7 +385,7 @@ OFFICE_FILE = "office.yaml"
 
 def default_rules_dir() -> Path:
     """The project's own ``rules/`` folder (beside ``src/`` in a checkout)."""
-    return Path(__file__).resolve().parents[2] / "rules"
+    return Path(__file__).resolve().parents[3] / "rules"
 
 
 def load_ruleset(directory: Path | None = None) -> RuleSet:

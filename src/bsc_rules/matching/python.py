@@ -1,75 +1,15 @@
-"""Matching: which declared per-event conditions an event satisfies.
+"""The plain-Python matcher: the declared conditions compiled into per-field lookup tables.
 
-A :class:`Condition` is the declarative unit of the rule files: an event type and, for
-some ``data`` fields, the values that count (any of them). The KPI measures never look
-at raw fields; they look at the bit mask of the conditions an event matched.
-
-Two matchers with identical semantics implement :class:`Matcher`:
-
-* :class:`PythonMatcher`, plain Python, always available;
-* ``DurableMatcher`` (``bsc_rules._durable``), the same conditions compiled into a
-  durable_rules ruleset, used only inside its safe zone (one fact at a time, no joins,
-  no timers).
-
-Semantics, shared by both: an event matches a condition when its type equals the
-condition's type and, for every listed field, the event's ``data`` has that field with
-a value equal to one of the listed values *and of the same JSON type* (``true`` is not
-``1``, ``"1"`` is not ``1``).
+Same semantics as :func:`bsc_rules.matching.condition.matches` (the reference) and as the
+durable_rules matcher.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-Scalar = str | int | bool
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """One declared condition; ``bit`` is its position in a match mask."""
-
-    bit: int
-    name: str
-    type: str
-    where: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
-
-    @property
-    def mask(self) -> int:
-        return 1 << self.bit
-
-
-def same_value(actual: object, expected: Scalar) -> bool:
-    """Equality of two JSON scalars that also requires the same JSON type."""
-    return type(actual) is type(expected) and actual == expected
-
-
-def matches(condition: Condition, type_: str, data: Mapping[str, Any]) -> bool:
-    """The reference semantics of one condition (used by tests and the Python matcher)."""
-    if type_ != condition.type:
-        return False
-    for field, values in condition.where:
-        if field not in data:
-            return False
-        actual = data[field]
-        if not any(same_value(actual, v) for v in values):
-            return False
-    return True
-
-
-class Matcher(Protocol):
-    """Gives the mask of the conditions an event matches."""
-
-    name: str
-
-    def match(self, type_: str, data: Mapping[str, Any]) -> int:
-        """Bit mask of every condition that ``(type_, data)`` satisfies."""
-        ...
-
-    def close(self) -> None:
-        """Release what the matcher holds."""
-        ...
+from bsc_rules.matching.condition import Condition, Scalar
 
 
 class _TypeTable:
@@ -146,28 +86,3 @@ class PythonMatcher:
 
     def close(self) -> None:
         return None
-
-
-def durable_available() -> bool:
-    """Whether durable_rules can be imported here (it cannot on Python >= 3.13)."""
-    from bsc_rules import _durable
-
-    return _durable.available()
-
-
-def make_matcher(conditions: Sequence[Condition], kind: str = "auto") -> Matcher:
-    """Build the matcher a setting asks for: ``auto``, ``durable`` or ``python``.
-
-    ``auto`` is durable_rules where it is installed (the user's choice) and the Python
-    matcher otherwise.
-    """
-    if kind not in ("auto", "durable", "python"):
-        from bsc_rules.errors import UsageError
-
-        msg = f"matcher: expected 'auto', 'durable' or 'python', got {kind!r}"
-        raise UsageError(msg)
-    if kind == "python" or (kind == "auto" and not durable_available()):
-        return PythonMatcher(conditions)
-    from bsc_rules import _durable
-
-    return _durable.DurableMatcher(conditions)

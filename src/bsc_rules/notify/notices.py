@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bsc_rules.rules.ruleset import Kpi, RuleSet
+
 AlertKind = Literal["due_soon", "overdue", "at_risk", "breached", "resolved"]
 Audience = Literal["registration", "records", "general_affairs", "director"]
 
@@ -144,3 +146,22 @@ class Mail:
     date: int
     images: tuple[tuple[str, bytes], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
+
+
+def kpi_info(rules: RuleSet, kpi: Kpi) -> KpiInfo:
+    """How a template names a KPI."""
+    spec, office = kpi.spec, rules.office
+    return KpiInfo(
+        id=spec.id,
+        name=spec.name,
+        objective_code=spec.objective.code,
+        objective_name=spec.objective.name,
+        theme=spec.theme,
+        theme_name=office.themes[spec.theme].name,
+        perspective=spec.perspective,
+        perspective_name=office.perspectives[spec.perspective].name,
+        owner=spec.owner,
+        owner_name=office.sections[spec.owner].name,
+        unit=spec.unit,
+        direction=spec.direction,
+    )

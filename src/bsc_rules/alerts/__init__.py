@@ -1,0 +1,1 @@
+"""Alerts: the lifecycle (pure steps), the table of records, the pipeline that decides."""

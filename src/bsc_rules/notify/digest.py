@@ -1,0 +1,164 @@
+"""The monthly compliance digest: what it reports, for the director and each section.
+
+The digest reports as of the last instant of the month just ended: each KPI's month and
+year-to-date values, target, status and monthly trend; open and overdue cases; what was
+notified in the month and what is still unacknowledged; undeliverable mail.
+
+It reads through a narrow interface, :class:`DigestInputs`, that the alert pipeline
+hands it (the scorecard, the recipients, the outbox's items, the unacknowledged alert
+keys); when it goes out and that it goes out once is the scheduling stage's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bsc_rules.calendar import month_bounds
+from bsc_rules.measures.cases import aggregate_period
+from bsc_rules.measures.report import Report, kpi_status
+from bsc_rules.notify.notices import (
+    CaseLine,
+    DigestData,
+    DigestRow,
+    Mail,
+    SentLine,
+    TrendPoint,
+    kpi_info,
+)
+from bsc_rules.notify.outbox import OutboxItem
+from bsc_rules.notify.render import render_digest
+from bsc_rules.scorecard import Scorecard
+from bsc_rules.settings import SECTIONS
+
+DIRECTOR = "director"
+
+
+@dataclass(frozen=True, slots=True)
+class DigestInputs:
+    """What the digest reads: handed over by the alert pipeline."""
+
+    card: Scorecard
+    recipients: Mapping[str, Sequence[str]]
+    items: Sequence[OutboxItem]
+    unacknowledged: frozenset[str]  # keys of the open alerts nobody acknowledged
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+class DigestBuilder:
+    """Builds the digests of one month."""
+
+    def __init__(self, inputs: DigestInputs, year: int, month: int) -> None:
+        self.inputs, self.year, self.month = inputs, year, month
+        self.card, self.rules = inputs.card, inputs.card.rules
+        self.lo, self.hi = month_bounds(year, month)
+        self.as_of = self.hi - 1
+        self.reports: list[Report] = [
+            self.card.report_at(month_bounds(year, m)[1] - 1, year) for m in range(1, month + 1)
+        ]
+        self.report = self.reports[-1]
+        self.items = inputs.items
+
+    def _row(self, kpi_id: str) -> DigestRow:
+        result = self.report.kpis[kpi_id]
+        kpi = result.kpi
+        book = self.card.book
+        month = kpi_status(
+            kpi, aggregate_period(book, kpi, (self.lo, self.hi), self.as_of), self.year, self.as_of
+        )
+        trend = tuple(
+            TrendPoint(i + 1, _float(r.kpis[kpi_id].value), _float(r.kpis[kpi_id].target))
+            for i, r in enumerate(self.reports)
+        )
+        return DigestRow(
+            kpi_info(self.rules, kpi),
+            _float(month.value),
+            _float(result.value),
+            _float(result.target),
+            result.status,
+            _float(result.numerator),
+            _float(result.denominator),
+            trend,
+        )
+
+    def _kpis_of(self, audience: str) -> list[str]:
+        return [
+            k
+            for k, v in self.rules.kpis.items()
+            if audience == DIRECTOR or v.spec.owner == audience
+        ]
+
+    def _sent(self, item: OutboxItem) -> SentLine:
+        return SentLine(
+            item.created_us, item.subject, item.recipients, item.alert_key, error=item.last_error
+        )
+
+    def _mine(self, item: OutboxItem, audience: str) -> bool:
+        if audience == DIRECTOR:
+            return True
+        addresses = set(self.inputs.recipients[audience])
+        return bool(addresses & set(item.recipients))
+
+    def build(self, audience: str) -> DigestData:
+        kpis = self._kpis_of(audience)
+        office = self.rules.office
+        alerts = [i for i in self.items if i.kind != "digest" and self._mine(i, audience)]
+        unacked = [i for i in alerts if i.alert_key in self.inputs.unacknowledged]
+        latest = {i.alert_key: i for i in sorted(unacked, key=lambda i: i.created_us)}
+        return DigestData(
+            office_name=office.office.name,
+            audience=audience,  # type: ignore[arg-type]
+            audience_name=office.sections[audience].name,  # type: ignore[index]
+            year=self.year,
+            month=self.month,
+            as_of=self.as_of,
+            rows=tuple(self._row(k) for k in kpis),
+            open_cases=tuple(
+                CaseLine(c.kpi, c.subject, c.state, c.due)  # type: ignore[arg-type]
+                for c in self.report.cases
+                if c.kpi in kpis
+            ),
+            notified=tuple(self._sent(i) for i in alerts if self.lo <= i.created_us < self.hi),
+            unacknowledged=tuple(self._sent(i) for i in latest.values()),
+            undeliverable=tuple(self._sent(i) for i in alerts if i.status == "parked"),
+            themes={k: v.name for k, v in office.themes.items()},
+            perspectives={k: v.name for k, v in office.perspectives.items()},
+        )
+
+
+def digest_message_id(year: int, month: int, audience: str, office: str) -> str:
+    digest = hashlib.sha256(f"digest|{year}-{month:02d}|{audience}".encode()).hexdigest()[:32]
+    return f"<{digest}.digest@bsc-rules.{office}>"
+
+
+def build_digests(
+    inputs: DigestInputs,
+    year: int,
+    month: int,
+    *,
+    office: str,
+    sender: str,
+    now: int,
+    templates: Path | None,
+) -> list[Mail]:
+    """The month's digests: the director's and every section's, rendered."""
+    builder = DigestBuilder(inputs, year, month)
+    mails = []
+    for audience in (DIRECTOR, *[s for s in SECTIONS if s != DIRECTOR]):
+        data = builder.build(audience)
+        mails.append(
+            render_digest(
+                data,
+                sender=sender,
+                to=tuple(inputs.recipients[audience]),
+                message_id=digest_message_id(year, month, audience, office),
+                date=now,
+                templates=templates,
+            )
+        )
+    return mails
