@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from bsc_rules.calendar import to_us
 from bsc_rules.events import Event, Rejection, event_from_body, parse_line, parse_object
-from bsc_rules.matching.condition import Matcher
 from bsc_rules.matching import make_matcher
+from bsc_rules.matching.condition import Matcher
 from bsc_rules.measures.cases import CaseBook
 from bsc_rules.measures.report import Report, build_report
 from bsc_rules.rules.ruleset import RuleSet, load_ruleset

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from bsc_rules.errors import UsageError
+from bsc_rules.matching import durable as _durable
 from bsc_rules.matching.condition import Condition, Matcher
 from bsc_rules.matching.python import PythonMatcher
-from bsc_rules.matching import durable as _durable
 from tests.matching_cases import poison_durable_actions, reference
 
 LONG = "長" * 5_000 + "x" * 20_000

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bsc_rules.errors import UsageError
+from bsc_rules.matching import durable as _durable
 from bsc_rules.matching.condition import Condition
 from bsc_rules.matching.python import PythonMatcher
-from bsc_rules.matching import durable as _durable
 from tests.matching_cases import (
     Spec,
     condition_specs,

@@ -1,1 +1,4 @@
-"""Tools for development and demonstration, not needed at run time: the event generator and `make demo`."""
+"""Tools for development and demonstration, not needed at run time.
+
+The event generator (:mod:`.simulate`) and `make demo` (:mod:`.demo`).
+"""

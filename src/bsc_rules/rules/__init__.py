@@ -1,1 +1,3 @@
-"""The rule files: YAML with source positions (:mod:`.sourcemap`) validated into a rule set (:mod:`.ruleset`)."""
+"""The rule files: YAML with source positions (:mod:`.sourcemap`) validated into a rule
+set (:mod:`.ruleset`).
+"""

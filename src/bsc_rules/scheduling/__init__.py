@@ -1,1 +1,3 @@
-"""When things happen: the instants and one tick (:mod:`.schedule`), on simulated time (:mod:`.replay`) and on the wall clock (:mod:`.service`)."""
+"""When things happen: the instants and one tick (:mod:`.schedule`), on simulated time
+(:mod:`.replay`) and on the wall clock (:mod:`.service`).
+"""
