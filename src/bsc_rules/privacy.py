@@ -1,6 +1,7 @@
 """Personal data: detect and mask Taiwanese ID numbers in anything that leaves the process.
 
-Detected (checksum-validated, see reference/domain.md §4):
+Detected by shape (see reference/domain.md §4), whatever the check digit: a mistyped
+number is still a person's number, so a wrong check digit is masked too:
 
 * national ID (國民身分證統一編號): a letter, ``1`` or ``2``, eight digits;
 * resident certificate number (居留證統一證號), old format: two letters (second A–D),
@@ -82,18 +83,17 @@ def mask_id(text: str) -> str:
 
 
 def _mask_match(match: re.Match[str]) -> str:
-    found = match.group(0)
-    return mask_id(found) if is_valid_id(found) else found
+    return mask_id(match.group(0))
 
 
 def mask_text(text: str) -> str:
-    """``text`` with every valid ID number in it masked."""
+    """``text`` with every ID-shaped string in it masked (valid check digit or not)."""
     return _CANDIDATE.sub(_mask_match, text)
 
 
 def find_ids(text: str) -> list[str]:
-    """Every valid, unmasked ID number in ``text`` (for checks and tests)."""
-    return [m.group(0) for m in _CANDIDATE.finditer(text) if is_valid_id(m.group(0))]
+    """Every unmasked ID-shaped string in ``text`` (for checks and tests)."""
+    return [m.group(0) for m in _CANDIDATE.finditer(text)]
 
 
 def mask_value(value: Any) -> Any:

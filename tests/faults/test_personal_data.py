@@ -93,6 +93,8 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Planted:
 
     def fresh() -> str:
         number = make_id(rng, rng.choice(KINDS))
+        if rng.random() < 0.3:  # mistyped: a wrong check digit is still a person's number
+            number = number[:-1] + str((int(number[-1]) + 1) % 10)
         numbers.append(number)
         return number
 

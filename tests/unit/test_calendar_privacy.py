@@ -83,6 +83,29 @@ def test_fake_clock_only_moves_forward() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        pytest.param("A123456788", "A12345****", id="national-id-wrong-check-digit"),
+        pytest.param("A323456789", "A323456789", id="no-such-second-character"),
+        pytest.param("AB12345679", "AB1234****", id="old-arc-wrong-check-digit"),
+        pytest.param("A900000017", "A90000****", id="new-arc-wrong-check-digit"),
+        pytest.param("a123456788", "a12345****", id="lower-case"),
+        pytest.param("主旨：A123456788君", "主旨：A12345****君", id="glued-to-cjk"),
+        pytest.param("BS1060315001", "BS1060315001", id="case-id-untouched"),
+        pytest.param("A12345678", "A12345678", id="too-short"),
+        pytest.param("A1234567890", "A1234567890", id="too-long"),
+        pytest.param("A323456789X", "A323456789X", id="glued-to-latin"),
+        pytest.param("AE12345678", "AE12345678", id="not-an-arc-letter"),
+    ],
+)
+def test_masking_by_shape(text: str, masked: str) -> None:
+    """A string shaped like an ID is masked even when its check digit is wrong (a mistyped
+    number is still a person's number); case ids and other shapes are left alone."""
+    assert mask_text(text) == masked
+    assert find_ids(masked) == []
+
+
+@pytest.mark.parametrize(
     ("text", "valid"),
     [
         ("A123456789", True),
@@ -100,9 +123,9 @@ def test_id_checksums(text: str, valid: bool) -> None:
 
 
 def test_masking_everywhere() -> None:
-    """Valid IDs are masked to the first six characters in text and nested values."""
+    """ID numbers are masked to the first six characters in text and nested values."""
     assert mask_text("申請人A123456789、居留證AA00000009") == "申請人A12345****、居留證AA0000****"
-    assert mask_text("case BS1060315001 and A123456788") == "case BS1060315001 and A123456788"
+    assert mask_text("case BS1060315001 and A123456789") == "case BS1060315001 and A12345****"
     value = mask_value({"A123456789": ["x a123456789", 5]})
     assert value == {"A12345****": ["x a12345****", 5]}
     assert find_ids(str(value)) == []
