@@ -210,6 +210,36 @@ def test_alert_wording(notice: AlertNotice, prefix: str, words: list[str]) -> No
             assert word in body, word
 
 
+@pytest.mark.parametrize(
+    ("value", "target", "direction", "shown"),
+    [
+        pytest.param(99.996, 100.0, "higher", "99.99%", id="just-below-100"),
+        pytest.param(99.999999, 100.0, "higher", "99.99%", id="float-noise-below-100"),
+        pytest.param(100.0, 100.0, "higher", "100%", id="met-exactly"),
+        pytest.param(79.996, 80.0, "higher", "79.99%", id="just-below-80"),
+        pytest.param(85.006, 80.0, "higher", "85.01%", id="met-rounds-normally"),
+        pytest.param(0.004, 0.0, "lower", "0.01%", id="lower-is-better-just-above-0"),
+        pytest.param(0.0, 0.0, "lower", "0%", id="lower-is-better-met"),
+        pytest.param(None, 100.0, "higher", "—", id="no-value"),
+    ],
+)
+def test_a_value_is_never_rounded_onto_its_target(
+    value: float | None, target: float, direction: str, shown: str
+) -> None:
+    """A value that misses its target is shown cut towards the worse side (notifications.md,
+    "Figures agree with statuses"), in the alert's body and in the digest's tables."""
+    kpi = replace(BP, direction=direction)
+    assert render.f_measured(value, target, kpi) == shown
+    if value is None:
+        return
+    status = "met" if shown in ("100%", "0%", "85.01%") else "breached"
+    when = at("2017-04-20T00:00")
+    notice = AlertNotice("breached", "kpi:BP1.1", kpi, when, value, target, status)
+    mail = alert(notice)
+    for body in (mail.text, mail.html):
+        assert shown in body
+
+
 def test_deadline_is_the_last_allowed_day() -> None:
     """Due 2017-03-23T00:00+08:00 shows as 106年3月22日（含）前, never as the 23rd."""
     mail = alert(case_notice("due_soon"))

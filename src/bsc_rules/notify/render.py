@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import date, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
@@ -118,6 +119,24 @@ def f_number(value: float | None, unit: str = "") -> str:
     return ("0" if text == "-0" else text) + UNIT_SUFFIX.get(unit, unit)
 
 
+def _meets(value: float, target: float, direction: str) -> bool:
+    return value <= target if direction == "lower" else value >= target
+
+
+def f_measured(value: float | None, target: float | None, kpi: KpiInfo) -> str:
+    """A KPI's value as :func:`f_number` shows it, but never rounded onto its target: a
+    value that misses the target is cut towards the worse side (99.996 against ≥100 shows
+    99.99; 0.004 against ≤0 shows 0.01), so that the figure agrees with the status."""
+    text = f_number(value, kpi.unit)
+    if value is None or target is None or _meets(value, target, kpi.direction):
+        return text
+    if not _meets(float(f"{value:.2f}"), target, kpi.direction):
+        return text
+    exact = Decimal(repr(value))
+    rounding = ROUND_CEILING if kpi.direction == "lower" else ROUND_FLOOR
+    return f_number(float(exact.quantize(Decimal("0.01"), rounding=rounding)), kpi.unit)
+
+
 def f_comparator(direction: str) -> str:
     """``≥`` when higher is better, ``≤`` when lower is."""
     return "≤" if direction == "lower" else "≥"
@@ -152,6 +171,7 @@ FILTERS = {
     "due_day": f_due_day,
     "local_time": f_local_time,
     "number": f_number,
+    "measured": f_measured,
     "comparator": f_comparator,
     "goal": f_goal,
     "days_since": f_days_since,
