@@ -4,6 +4,7 @@ fake clock: time moves only when a test sets it, and nothing sleeps."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bsc_rules.calendar import TAIPEI, US_PER_DAY, from_us, to_us
+from bsc_rules.calendar import TAIPEI, US_PER_DAY, from_us, iso, to_us
 from bsc_rules.clock import FakeClock
 from bsc_rules.errors import UsageError
 from bsc_rules.notify.mailer import (
@@ -162,6 +163,24 @@ def test_duplicate_enqueue_is_a_noop(rig: Rig, server: SmtpServer) -> None:
     assert rig.outbox.items("sent")[0].message_id == mid(1)
     assert rig.at(T0_US + MINUTE).attempted == 0
     assert ids(server.received) == {mid(1): 1}
+
+
+def test_every_failed_attempt_is_logged_as_a_warning(
+    rig: Rig, server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed attempt is a warning naming the attempt, the Message-ID and the next retry
+    (service.md, "Operating"), not only the final parking."""
+    server.stop()
+    rig.enqueue(mail(1))
+    with caplog.at_level(logging.WARNING, logger="bsc_rules"):
+        first = rig.at(T0_US).deferred[0]
+        rig.at(first.next_attempt_us or 0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "第1次嘗試" in warnings[0]
+    assert "第2次嘗試" in warnings[1]
+    assert all(mid(1) in w and "connection refused" in w for w in warnings)
+    assert iso(first.next_attempt_us or 0) in warnings[0]
 
 
 def test_server_absent_then_back_after_a_day(rig: Rig, server: SmtpServer) -> None:
@@ -413,6 +432,15 @@ def test_maildir_output_is_deterministic(tmp_path: Path) -> None:
     assert sorted(first) == sorted(maildir_name(mid(n)) for n in range(3))
     assert mid(0).encode() in first[maildir_name(mid(0))]
     assert not any(b"\r\n" in body for body in first.values())  # Maildir files end lines in LF
+
+
+def test_maildir_into_an_existing_empty_folder(tmp_path: Path) -> None:
+    """An existing empty folder (e.g. made by the operator) becomes a Maildir and takes mail."""
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    mailer = MaildirMailer(folder)
+    mailer.send(SENDER, [OWNER], render(mail(1)))
+    assert [p.name for p in (folder / "new").iterdir()] == [maildir_name(mid(1))]
 
 
 def test_maildir_resend_rewrites_the_same_file(tmp_path: Path) -> None:

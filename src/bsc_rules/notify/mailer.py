@@ -17,6 +17,7 @@ contain the message itself.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import smtplib
@@ -28,10 +29,12 @@ from mailbox import Maildir
 from pathlib import Path
 from typing import Literal, Protocol
 
-from bsc_rules.calendar import to_us
+from bsc_rules.calendar import iso, to_us
 from bsc_rules.clock import Clock
 from bsc_rules.errors import BscRulesError, UsageError
 from bsc_rules.notify.outbox import DEFAULT_POLICY, Outbox, RetryPolicy, message_id_of
+
+log = logging.getLogger(__name__)
 
 Security = Literal["none", "starttls", "tls"]
 _REPLY_LIMIT = 200
@@ -207,7 +210,9 @@ class MaildirMailer:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        Maildir(self.path, create=True)  # new/, cur/, tmp/
+        Maildir(self.path, create=True)
+        for sub in ("new", "cur", "tmp"):  # Maildir() makes them only for a new folder
+            (self.path / sub).mkdir(mode=0o700, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"MaildirMailer({str(self.path)!r})"
@@ -267,7 +272,14 @@ def deliver_due(
                 report.parked.append(Failure(item.message_id, error, None))
             else:
                 report.deferred.append(Failure(item.message_id, error, failed.next_attempt_us))
+            _log_failure(failed.attempts, item.message_id, error, failed.next_attempt_us)
         else:
             outbox.mark_sent(item.message_id, to_us(clock.now()))
             report.sent.append(item.message_id)
     return report
+
+
+def _log_failure(attempt: int, message_id: str, error: str, retry_at: int | None) -> None:
+    """A warning at every failed attempt: which, why, and when it is tried again."""
+    then = f"將於 {iso(retry_at)} 重試" if retry_at is not None else "已擱置，不再重試"
+    log.warning("郵件寄送失敗（第%d次嘗試）：%s：%s；%s", attempt, message_id, error, then)
