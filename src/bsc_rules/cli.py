@@ -391,8 +391,10 @@ def _cmd_outbox(args: argparse.Namespace, console: Console, clock: Clock) -> int
     _, store = _open_db(args)
     outbox = Outbox(store.connection)
     if args.retry is not None:
-        count = outbox.retry(None if args.retry == "*" else args.retry, now_us=to_us(clock.now()))
-        _out(console, f"已重新排入寄送佇列：{count} 封。")
+        again = outbox.retry(None if args.retry == "*" else args.retry, now_us=to_us(clock.now()))
+        _out(console, f"已重新排入寄送佇列：{len(again)} 封。")
+        for message_id in again:
+            _out(console, f"  {message_id}")
     table = Table()
     for header in ("狀態", "建立時間", "主旨", "收件者", "嘗試", "錯誤"):
         table.add_column(header)

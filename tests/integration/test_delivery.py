@@ -295,17 +295,30 @@ def test_retry_puts_parked_mail_back(rig: Rig, server: SmtpServer) -> None:
     assert len(rig.at(T0_US).parked) == 2
     server.behaviour.refuse.clear()
     later = T0_US + 2 * US_PER_DAY
-    assert rig.outbox.retry(mid(1), now_us=later) == 1
+    assert rig.outbox.retry(mid(1), now_us=later) == [mid(1)]
     assert [(i.message_id, i.attempts) for i in rig.outbox.items("pending")] == [(mid(1), 0)]
     assert rig.at(later).sent == [mid(1)]
-    assert rig.outbox.retry(now_us=later) == 1
+    assert rig.outbox.retry(now_us=later) == [mid(2)]
     assert rig.at(later).sent == [mid(2)]
-    assert rig.outbox.retry(now_us=later) == 0
+    assert rig.outbox.retry(now_us=later) == []
     with pytest.raises(UsageError, match="is sent, not parked"):
         rig.outbox.retry(mid(1), now_us=later)
     with pytest.raises(UsageError, match="not in the outbox"):
         rig.outbox.retry("<nobody@bsc-rules.test>", now_us=later)
     assert ids(server.received) == {mid(1): 1, mid(2): 1}
+
+
+def test_retry_on_the_wall_clock_is_due_on_simulated_time(rig: Rig, server: SmtpServer) -> None:
+    """Mail parked in a replay and put back by ``outbox --retry`` (wall clock, years later)
+    is delivered by the next replay pass at the simulated time, not years from then."""
+    server.behaviour.refuse[OWNER] = "550 5.2.1 mailbox disabled"
+    rig.enqueue(mail(1))
+    assert len(rig.at(T0_US).parked) == 1
+    server.behaviour.refuse.clear()
+    wall = T0_US + 3_000 * US_PER_DAY
+    assert rig.outbox.retry(now_us=wall) == [mid(1)]
+    assert rig.at(T0_US + US_PER_DAY).sent == [mid(1)]
+    assert ids(server.received) == {mid(1): 1}
 
 
 def test_connection_closed_mid_data_is_retried(rig: Rig, server: SmtpServer) -> None:

@@ -320,18 +320,21 @@ class Outbox:
             raise UsageError(msg)
         return item
 
-    def retry(self, message_id: str | None = None, *, now_us: int) -> int:
-        """Put a parked message (or every parked message) back in the queue, due at
-        ``now_us`` with a fresh retry budget (no attempts yet; ``send_after_us`` becomes
-        ``now_us``, which the age budget counts from). Return how many were put back."""
+    def retry(self, message_id: str | None = None, *, now_us: int) -> list[str]:
+        """Put a parked message (or every parked message) back in the queue with a fresh
+        retry budget (no attempts yet; the age budget counts from ``now_us``), due at once
+        whatever the clock of the next delivery: at ``now_us`` or at its creation, the
+        earlier, so that a replay on simulated time after a retry on the wall clock
+        delivers it too. Return the Message-IDs put back, oldest first."""
         where, params = "", []
         with transaction(self.conn):
             if message_id is not None:
                 where = "AND message_id = ?"
                 params.append(self._require(message_id, "parked").message_id)
-            cur = self.conn.execute(
-                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_us = ?,"
-                f" send_after_us = ? WHERE status = 'parked' {where}",
+            rows = self.conn.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0,"
+                " next_attempt_us = MIN(created_us, ?), send_after_us = ?"
+                f" WHERE status = 'parked' {where} RETURNING message_id, created_us",
                 (now_us, now_us, *params),
-            )
-        return cur.rowcount
+            ).fetchall()
+        return [mid for mid, _ in sorted(rows, key=lambda r: (r[1], r[0]))]
