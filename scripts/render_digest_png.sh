@@ -40,7 +40,7 @@ fi
 import sys
 from pathlib import Path
 
-from bsc_rules.examples import preview
+from bsc_rules.notify.examples import preview
 
 Path(sys.argv[2]).write_text(preview(sys.argv[1], "html"), encoding="utf-8")
 PY

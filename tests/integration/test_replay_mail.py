@@ -329,6 +329,27 @@ def test_year_one_digest_per_month_and_recipient(smtp_year: YearReplay) -> None:
     assert months == expected
 
 
+def test_year_every_digest_is_a_briefing_book_under_the_clipping_size(
+    smtp_year: YearReplay,
+) -> None:
+    """Every digest of the replayed year: HTML part under 100,000 bytes decoded (mail
+    clients clip longer ones), inline charts, the baseline, plans and notes sections, and
+    表四 as counts (not one row per message)."""
+    digests = [m for m in smtp_year.mail if m.kind == "digest"]
+    assert len(digests) == 48
+    for m in digests:
+        html = m.part("html")
+        assert len(html.encode()) < 100_000, (m.subject, m.to, len(html.encode()))
+        assert "表四、本月通知統計" in html
+        assert "分析與改進說明" in html
+        assert "103–105年" in html
+        images = [p for p in m.msg.walk() if p.get_content_type() == "image/png"]
+        assert images
+        assert all(p.get_content_disposition() == "inline" for p in images)
+    december = next(m for m in digests if "106年12月" in m.subject and m.to == {DIRECTOR})
+    assert "TL1.1.1" in december.part("plain")  # every KPI's action plans for the director
+
+
 def test_year_repeats_follow_their_interval(smtp_year: YearReplay) -> None:
     """While an alert stays, overdue repeats every day and at_risk/breached every 7 days."""
     by_key: dict[str, list[Delivered]] = defaultdict(list)

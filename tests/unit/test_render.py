@@ -19,7 +19,7 @@ from PIL import Image
 from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.errors import UsageError
 from bsc_rules.notify import render
-from bsc_rules.notify.charts import trend_png
+from bsc_rules.notify.charts import trend_png, value_range
 from bsc_rules.notify.examples import example, example_digest, preview
 from bsc_rules.notify.notices import (
     AlertNotice,
@@ -271,7 +271,70 @@ def test_digest_content() -> None:
     assert "#9a6700" in mail.html  # amber for 落後
     assert "BS1060519004" in mail.text
     assert "收件信箱已滿" in mail.html
-    assert "表五、尚未確認之警示（3則）" in mail.text
+    assert "表四、本月通知統計（寄發11則，尚未確認之警示3則）" in mail.text
+
+
+def test_digest_is_a_briefing_book() -> None:
+    """Per KPI: the 103–105 baseline, the pace figure, the rule file's action plans with
+    their budget, the section's note for the month, and the owner of every open case."""
+    mail = example("digest")
+    for body in (mail.text, mail.html):
+        assert "103–105年" in body
+        assert "99.98%" in body  # AP2.1's 103 value, from the rule file's history
+        assert "157.7件" in body  # BC1.1 expected by now (the pace line)
+        assert "TL1.1.1 由各戶所自訂計畫" in body
+        assert "預算新臺幣38,400元" in body  # TL1.1's 2017 budget in its rule file
+        assert "因申請人帳戶資料待補正致逾期" in body  # the section's note, with who
+        assert "戶籍登記課 王課長" in body
+        assert "本月尚未填報" in body  # a KPI without a note says so
+    cases = mail.html[mail.html.index("表三、未結案件") :]
+    assert cases.index("BS1060519004") < cases.index("戶籍登記課") < cases.index("已逾期")
+
+
+def test_strategy_map_puts_objectives_above_their_kpis() -> None:
+    """In the map each objective heads its KPIs: AC1 above AC1.1 and AC1.2, in that order."""
+    html = example("digest").html
+    start = html.index("策略地圖")
+    objective = html.index("AC1 建置身分登記原始文件數位化檔案", start)
+    assert objective < html.index("<strong>AC1.1</strong>", start)
+    assert html.index("<strong>AC1.1</strong>", start) < html.index("<strong>AC1.2</strong>", start)
+    assert html.index("AP1 建置印鑑數位化", start) < html.index("<strong>AP1.1</strong>", start)
+
+
+def test_notifications_are_counted_per_kind_and_section() -> None:
+    """表四 counts the month's messages per kind and receiving section instead of listing
+    every message; a message to two sections counts in each, once in the total."""
+    data = example_digest()
+    counts = render.sent_counts(data)
+    assert counts.kinds == ["overdue", "due_soon", "breached", "at_risk"]
+    assert counts.sections == ["戶籍登記課", "行政庶務課", "主任"]
+    assert counts.cells[("overdue", "戶籍登記課")] == 5
+    assert counts.cells[("overdue", "主任")] == 2
+    assert counts.totals == {"overdue": 5, "due_soon": 2, "breached": 2, "at_risk": 2}
+    assert counts.open[("at_risk", "戶籍登記課")] == 0  # acknowledged
+    mail = example("digest")
+    assert "案件逾期：戶籍登記課5則（未確認5）、主任2則（未確認2）；合計5則" in mail.text
+    bounced = {line.subject for line in data.undeliverable}  # 表五 still lists those
+    for line in data.notified:  # no row per message any more
+        assert line.subject in bounced or line.subject not in mail.html
+
+
+def test_digest_html_stays_under_the_clipping_size() -> None:
+    """The decoded HTML part stays under 100,000 bytes (mail clients clip longer ones)."""
+    assert len(example("digest").html.encode()) < 100_000
+
+
+def test_digest_charts_are_inline_and_sharp() -> None:
+    """Charts are inline parts (not attachments) at twice their display size."""
+    mail = example("digest")
+    message = message_from_bytes(to_bytes(mail), policy=default)
+    pngs = [p for p in message.walk() if p.get_content_type() == "image/png"]
+    assert len(pngs) == 10
+    for part in pngs:
+        assert part.get_content_disposition() == "inline"
+        image = Image.open(io.BytesIO(part.get_payload(decode=True)))
+        assert image.size == (2 * 260, 2 * 96)
+    assert 'width="260" height="96"' in mail.html
 
 
 def test_digest_for_a_section_names_it() -> None:
@@ -543,13 +606,38 @@ def test_date_filters() -> None:
 
 
 def test_chart_is_a_small_deterministic_png() -> None:
-    """240×80 PNG; the same input gives the same bytes; status changes the colour."""
+    """A 520×192 PNG (260×96 at 2×); the same input gives the same bytes; status changes
+    the colour."""
     points = [TrendPoint(m, v, 80.0) for m, v in enumerate([81.2, 80.4, 79.5, 79.0], 1)]
     png = trend_png(points, status="at_risk")
     assert png == trend_png(points, status="at_risk")
     assert png != trend_png(points, status="met")
     image = Image.open(io.BytesIO(png))
-    assert (image.format, image.size) == ("PNG", (240, 80))
+    assert (image.format, image.size) == ("PNG", (520, 192))
+
+
+@pytest.mark.parametrize(
+    ("values", "target", "unit", "scale"),
+    [
+        pytest.param([100, 99.97, 99.95], 100, "percent", (99.9, 100), id="accuracy-near-100"),
+        pytest.param([100, 100, 100], 100, "percent", (99.9, 100), id="all-100"),
+        pytest.param([99.5, 99.2], 100, "percent", (99.0, 100), id="accuracy-99"),
+        pytest.param([81.2, 78.6], 80, "percent", (50.0, 100), id="ratio-around-80"),
+        pytest.param([35, 62.5], 100, "percent", (0.0, 100), id="progress-to-100"),
+        pytest.param([0, 0.31, 0.47], 0, "percent", (0.0, 1.0), id="small-lower-rate"),
+        pytest.param([0, 1.2, 3.5], 0, "percent", (0.0, 5.0), id="lower-rate-to-5"),
+        pytest.param([30, 152], 379, "count", (0.0, 500.0), id="count-to-round-ceiling"),
+        pytest.param([0, 310], 1250, "pages", (0.0, 2000.0), id="pages"),
+        pytest.param([], None, "percent", (0.0, 100.0), id="no-data-percent"),
+    ],
+)
+def test_chart_scale_is_fixed_by_rule(
+    values: list[float], target: float | None, unit: str, scale: tuple[float, float]
+) -> None:
+    """The vertical scale is chosen by rule (round ends), not stretched to the data, so
+    a month's chart compares with the next and 99.95 % does not look like 0."""
+    points = [TrendPoint(m, float(v), target) for m, v in enumerate(values, 1)]
+    assert value_range(points, unit) == scale
 
 
 @pytest.mark.parametrize(

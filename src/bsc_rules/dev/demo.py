@@ -27,6 +27,7 @@ from bsc_rules.alerts.pipeline import open_pipeline
 from bsc_rules.calendar import parse_instant, to_us
 from bsc_rules.dev.simulate import simulate, write_jsonl
 from bsc_rules.notify.mailer import MaildirMailer, SmtpMailer, maildir_name
+from bsc_rules.notify.render import previewable_html
 from bsc_rules.scheduling.replay import replay
 from bsc_rules.settings import load_settings
 
@@ -100,9 +101,8 @@ def _december(messages: list[EmailMessage], folder: Path, console: Console) -> N
             and "106年12月份" in str(message["Subject"])
             and "director" in str(message["To"])
         ):
-            html = message.get_body(("html",))
             path = folder.parent / "digest-106-12-director.html"
-            path.write_text(html.get_content() if html else "", encoding="utf-8")
+            path.write_text(previewable_html(message), encoding="utf-8")
             eml = folder / "new" / maildir_name(str(message["Message-ID"]))
             console.print(f"12月月報（主任）：{eml}\nHTML：{path}", highlight=False)
             return

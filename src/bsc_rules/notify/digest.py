@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bsc_rules.calendar import month_bounds
-from bsc_rules.measures.cases import aggregate_period
+from bsc_rules.measures.cases import CaseState, aggregate_period
 from bsc_rules.measures.report import Report, kpi_status
 from bsc_rules.notify.notices import (
     CaseLine,
     DigestData,
     DigestRow,
     Mail,
+    NoteLine,
+    PlanLine,
     SentLine,
     TrendPoint,
     kpi_info,
 )
 from bsc_rules.notify.outbox import OutboxItem
 from bsc_rules.notify.render import render_digest
+from bsc_rules.rules.ruleset import Kpi
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import SECTIONS
 
@@ -44,6 +47,7 @@ class DigestInputs:
     recipients: Mapping[str, Sequence[str]]
     items: Sequence[OutboxItem]
     unacknowledged: frozenset[str]  # keys of the open alerts nobody acknowledged
+    notes: Mapping[str, Sequence[NoteLine]] = field(default_factory=dict)  # KPI → the month's
 
 
 def _float(value: object) -> float | None:
@@ -84,7 +88,36 @@ class DigestBuilder:
             _float(result.numerator),
             _float(result.denominator),
             trend,
+            pace=_float(result.pace),
+            history=self._history(kpi),
+            plans=self._plans(kpi),
+            notes=tuple(self.inputs.notes.get(kpi_id, ())),
         )
+
+    def _history(self, kpi: Kpi) -> tuple[tuple[int, float | None], ...]:
+        """The final values of the three years before (103–105 for 106), ``None`` if unknown."""
+        return tuple((y, _float(kpi.spec.history.get(y))) for y in range(self.year - 3, self.year))
+
+    def _plans(self, kpi: Kpi) -> tuple[PlanLine, ...]:
+        sections = self.rules.office.sections
+        return tuple(
+            PlanLine(p.code, p.name, sections[p.owner].name, p.budget.get(self.year))
+            for p in kpi.spec.action_plans
+        )
+
+    def _sections_of(self, recipients: Sequence[str]) -> tuple[str, ...]:
+        """The names of the sections (and the director) whose addresses a message went to."""
+        sections = self.rules.office.sections
+        return tuple(
+            sections[code].name  # type: ignore[index]
+            for code, addresses in self.inputs.recipients.items()
+            if set(addresses) & set(recipients)
+        )
+
+    def _case(self, case: CaseState) -> CaseLine:
+        owner = self.rules.kpis[case.kpi].spec.owner
+        name = self.rules.office.sections[owner].name
+        return CaseLine(case.kpi, case.subject, case.state, case.due, name)  # type: ignore[arg-type]
 
     def _kpis_of(self, audience: str) -> list[str]:
         return [
@@ -95,7 +128,15 @@ class DigestBuilder:
 
     def _sent(self, item: OutboxItem) -> SentLine:
         return SentLine(
-            item.created_us, item.subject, item.recipients, item.alert_key, error=item.last_error
+            item.created_us,
+            item.subject,
+            item.recipients,
+            item.alert_key,
+            acknowledged=item.alert_key is not None
+            and item.alert_key not in self.inputs.unacknowledged,
+            error=item.last_error,
+            kind=item.kind,
+            sections=self._sections_of(item.recipients),
         )
 
     def _mine(self, item: OutboxItem, audience: str) -> bool:
@@ -118,11 +159,7 @@ class DigestBuilder:
             month=self.month,
             as_of=self.as_of,
             rows=tuple(self._row(k) for k in kpis),
-            open_cases=tuple(
-                CaseLine(c.kpi, c.subject, c.state, c.due)  # type: ignore[arg-type]
-                for c in self.report.cases
-                if c.kpi in kpis
-            ),
+            open_cases=tuple(self._case(c) for c in self.report.cases if c.kpi in kpis),
             notified=tuple(self._sent(i) for i in alerts if self.lo <= i.created_us < self.hi),
             unacknowledged=tuple(self._sent(i) for i in latest.values()),
             undeliverable=tuple(self._sent(i) for i in alerts if i.status == "parked"),

@@ -23,6 +23,8 @@ from bsc_rules.notify.notices import (
     DigestRow,
     KpiInfo,
     Mail,
+    NoteLine,
+    PlanLine,
     SentLine,
     TrendPoint,
 )
@@ -34,6 +36,7 @@ from bsc_rules.notify.render import (
     render_alert,
     render_digest,
 )
+from bsc_rules.rules.ruleset import load_ruleset
 
 
 def preview(kind: str, part: Literal["text", "html"]) -> str:
@@ -107,26 +110,57 @@ def _example_notice(data: dict[str, Any], spec: dict[str, Any]) -> AlertNotice:
 
 
 def _example_rows(data: dict[str, Any]) -> tuple[DigestRow, ...]:
-    kpis, rows = _example_kpis(data), []
-    for kid, (month, ytd, target, status, num, den, trend) in data["digest"]["rows"].items():
+    """The digest's rows: figures from the example data; the three years before and the
+    action plans from the shipped rule files, as the real digest takes them."""
+    kpis, rows, spec = _example_kpis(data), [], data["digest"]
+    rules = load_ruleset()
+    notes: dict[str, list[NoteLine]] = {}
+    for kid, by, at, text in spec.get("notes", []):
+        notes.setdefault(kid, []).append(NoteLine(by, text, _at(at)))
+    for kid, (month, ytd, target, status, num, den, trend) in spec["rows"].items():
         goal = _number(target)
         points = tuple(TrendPoint(m, _number(v), goal) for m, v in enumerate(trend, 1))
         values = (_number(month), _number(ytd), goal, status, _number(num), _number(den))
-        rows.append(DigestRow(kpis[kid], *values, points))
+        kpi = rules.kpis[kid].spec
+        years = range(spec["year"] - 3, spec["year"])
+        history = tuple((y, _number(kpi.history.get(y))) for y in years)
+        plans = tuple(
+            PlanLine(p.code, p.name, data["sections"][p.owner], p.budget.get(spec["year"]))
+            for p in kpi.action_plans
+        )
+        pace = _number(spec.get("pace", {}).get(kid))
+        rows.append(
+            DigestRow(kpis[kid], *values, points, pace, history, plans, tuple(notes.get(kid, ())))
+        )
     return tuple(rows)
+
+
+def _kind_of(key: str, subject: str) -> str:
+    """What an example notice was about, from its key and its subject's prefix."""
+    warning = subject.startswith("【KPI警示】")
+    if key.startswith("kpi:"):
+        return "breached" if warning else "at_risk"
+    return "overdue" if warning else "due_soon"
 
 
 def _example_digest(data: dict[str, Any]) -> DigestData:
     spec, recipients = data["digest"], data["recipients"]
+
+    def owner_name(case: dict[str, Any]) -> str:
+        return str(data["sections"][data["kpis"][case["kpi_id"]][5]])
+
     sent = tuple(
-        SentLine(_at(at), subject, tuple(recipients[r] for r in to), key, ack)
+        SentLine(
+            _at(at), subject, tuple(recipients[r] for r in to), key, ack,
+            kind=_kind_of(key, subject), sections=tuple(data["sections"][r] for r in to),
+        )
         for at, to, key, ack, subject in spec["notified"]
-    )
+    )  # fmt: skip
     return DigestData(
         data["office"], spec["audience"], data["sections"][spec["audience"]],
         spec["year"], spec["month"], _at(spec["as_of"]), _example_rows(data),
         open_cases=tuple(
-            CaseLine(c["kpi_id"], c["subject"], c["state"], _at(c["due"]))
+            CaseLine(c["kpi_id"], c["subject"], c["state"], _at(c["due"]), owner_name(c))
             for c in spec["open_cases"]
         ),
         notified=sent,

@@ -79,8 +79,28 @@ class TrendPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanLine:
+    """An action plan (行動方案) of a KPI's rule file, with its budget for the year."""
+
+    code: str
+    name: str
+    owner_name: str
+    budget: int | None  # NT$; None where the rule file lists none for the year
+
+
+@dataclass(frozen=True, slots=True)
+class NoteLine:
+    """The owner section's analysis and improvement note for the month (bsc-rules comment)."""
+
+    by: str
+    text: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class DigestRow:
-    """One KPI in a digest: the month alone, the year to date, status and trend."""
+    """One KPI in a digest: the month alone, the year to date, status and trend, and the
+    briefing-book context: the pace line, the three years before, plans and notes."""
 
     kpi: KpiInfo
     month_value: float | None
@@ -90,6 +110,10 @@ class DigestRow:
     numerator: float | None
     denominator: float | None
     trend: tuple[TrendPoint, ...]
+    pace: float | None = None  # expected by now (progress KPIs with a target)
+    history: tuple[tuple[int, float | None], ...] = ()  # (year, final value), oldest first
+    plans: tuple[PlanLine, ...] = ()
+    notes: tuple[NoteLine, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +124,7 @@ class CaseLine:
     subject: str
     state: Literal["due_soon", "overdue"]
     due: int
+    owner_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +137,8 @@ class SentLine:
     alert_key: str | None = None
     acknowledged: bool = False
     error: str | None = None
+    kind: str = ""  # what was notified: due_soon, overdue, at_risk, breached, resolved…
+    sections: tuple[str, ...] = ()  # the names of the sections it went to
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,21 @@ def f_recipient(address: str) -> str:
     return name.strip().strip('"') or rest.rstrip(">").strip()
 
 
+def f_money(amount: int) -> str:
+    """``38400`` → ``新臺幣38,400元``."""
+    return f"新臺幣{amount:,}元"
+
+
+def f_groupby_objective(
+    rows: Iterable[DigestRow],
+) -> list[tuple[tuple[str, str], list[DigestRow]]]:
+    """Rows grouped under their strategic objective (code, name), in order of appearance."""
+    groups: dict[tuple[str, str], list[DigestRow]] = {}
+    for row in rows:
+        groups.setdefault((row.kpi.objective_code, row.kpi.objective_name), []).append(row)
+    return list(groups.items())
+
+
 def f_mask(value: object) -> str:
     """Any value as text with ID numbers masked."""
     return mask_text(str(value))
@@ -177,6 +192,8 @@ FILTERS = {
     "days_since": f_days_since,
     "mask": f_mask,
     "recipient": f_recipient,
+    "money": f_money,
+    "groupby_objective": f_groupby_objective,
 }
 
 
@@ -358,6 +375,37 @@ def strategy_map(digest: DigestData) -> tuple[list[tuple[str, str]], list[MapRow
     return columns, rows
 
 
+@dataclass(frozen=True, slots=True)
+class SentCounts:
+    """The month's notifications counted per kind and section (表四), not listed one by one."""
+
+    kinds: list[str]
+    sections: list[str]
+    cells: dict[tuple[str, str], int]  # (kind, section) → messages sent
+    open: dict[tuple[str, str], int]  # (kind, section) → of those, still unacknowledged
+    totals: dict[str, int]  # kind → messages sent (each message once)
+
+
+_KIND_ORDER = ("overdue", "due_soon", "breached", "at_risk", "resolved")
+
+
+def sent_counts(digest: DigestData) -> SentCounts:
+    """Count the digest's notifications of the month by kind and by receiving section."""
+    cells: Counter[tuple[str, str]] = Counter()
+    still: Counter[tuple[str, str]] = Counter()
+    sections: list[str] = []
+    for line in digest.notified:
+        for section in line.sections:
+            cells[(line.kind, section)] += 1
+            still[(line.kind, section)] += not line.acknowledged
+            if section not in sections:
+                sections.append(section)
+    totals = Counter(line.kind for line in digest.notified)
+    order = {k: i for i, k in enumerate(_KIND_ORDER)}
+    kinds = sorted(totals, key=lambda k: (order.get(k, len(order)), k))
+    return SentCounts(kinds, sections, dict(cells), dict(still), dict(totals))
+
+
 def chart_cid(kpi_id: str) -> str:
     """The ``cid:`` name of a KPI's trend chart."""
     return f"chart-{re.sub(r'[^A-Za-z0-9.-]', '-', kpi_id)}@bsc-rules"
@@ -375,7 +423,9 @@ def render_digest(
     """The monthly compliance digest as mail, with a trend chart per KPI inline."""
     env = environment(templates)
     d = _masked(digest)
-    images = tuple((chart_cid(r.kpi.id), trend_png(r.trend, status=r.status)) for r in d.rows)
+    images = tuple(
+        (chart_cid(r.kpi.id), trend_png(r.trend, status=r.status, unit=r.kpi.unit)) for r in d.rows
+    )
     columns, map_rows = strategy_map(d)
     context: dict[str, Any] = {
         "kind": "digest",
@@ -392,6 +442,8 @@ def render_digest(
         "map_rows": map_rows,
         "charts": {r.kpi.id: chart_cid(r.kpi.id) for r in d.rows},
         "counts": Counter(r.status for r in d.rows),
+        "baseline_label": f"{roc_year(d.year - 3)}–{roc_year(d.year - 1)}年",
+        "sent_counts": sent_counts(d),
         "date": date,
     }
     headers = [("Auto-Submitted", "auto-generated"), ("X-BSC-Kind", "digest")]
@@ -453,7 +505,9 @@ def to_bytes(mail: Mail) -> bytes:
     for name, data in mail.images:
         cid = one_line(name).replace(" ", "")
         filename = cid.split("@", 1)[0] + ".png"
-        html.add_related(data, "image", "png", cid=f"<{cid}>", filename=filename)
+        html.add_related(
+            data, "image", "png", cid=f"<{cid}>", filename=filename, disposition="inline"
+        )
     _fix_boundaries(message, message["Message-ID"])
     return message.as_bytes(policy=SMTP)
 
@@ -464,3 +518,18 @@ def inline_images(html: str, images: Iterable[tuple[str, bytes]]) -> str:
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         html = html.replace(f"cid:{name}", uri)
     return html
+
+
+def previewable_html(message: EmailMessage) -> str:
+    """A received message's HTML part with its inline images as ``data:`` URIs, so that a
+    browser opening the file shows the charts (not bare ``cid:`` references)."""
+    html = message.get_body(("html",))
+    if html is None:
+        return ""
+    images: list[tuple[str, bytes]] = []
+    for part in message.walk():
+        data = part.get_payload(decode=True)
+        cid = part["Content-ID"]
+        if part.get_content_type() == "image/png" and cid and isinstance(data, bytes):
+            images.append((str(cid).strip("<>"), data))
+    return inline_images(str(html.get_content()), images)
