@@ -182,7 +182,7 @@ def _kpi_table(report: Report, rules: RuleSet) -> Table:
         target = "—" if result.target is None else comparator + _fmt(result.target, unit)
         table.add_row(
             kpi_id,
-            spec.name,
+            spec.label or spec.name,
             rules.office.sections[spec.owner].name,
             _fmt(result.value, unit),
             target,

@@ -29,6 +29,7 @@ from bsc_rules.notify.notices import (
     Mail,
     SentLine,
     TrendPoint,
+    kpi_info,
 )
 from bsc_rules.notify.render import (
     KINDS,
@@ -39,6 +40,7 @@ from bsc_rules.notify.render import (
     to_bytes,
 )
 from bsc_rules.privacy import find_ids
+from bsc_rules.rules.ruleset import load_ruleset
 
 PREFIXES = {
     "due_soon": "【KPI預警】",
@@ -668,3 +670,21 @@ def test_digest_without_target_or_data() -> None:
     assert "未訂定" in mail.html
     assert "（106年1月）" in mail.html
     assert isinstance(empty, DigestData)
+
+
+def test_seed_names_with_short_labels() -> None:
+    """TL1.1 and TF1.1 carry the seed's own names; subjects and tables use the short label
+    and the body gives both (issue: 「加強戶政法令、資安管理與服務禮儀相關教育訓練…」)."""
+    rules = load_ruleset()
+    tl = kpi_info(rules, rules.kpis["TL1.1"])
+    assert tl.name == "加強戶政法令、資安管理與服務禮儀相關教育訓練，維持高品質之為民服務"
+    assert tl.label == "教育訓練參與率"
+    tf = kpi_info(rules, rules.kpis["TF1.1"])
+    assert tf.name == "內外部顧客問卷滿意度問卷抽樣與調查減少紙本頁數"
+    assert kpi_info(rules, rules.kpis["BP1.1"]).label == "生育獎勵金逾期核發案件比例"
+    notice = AlertNotice("at_risk", "kpi:TL1.1", tl, at("2017-06-01T08:00"), 40.0, 100.0, "at_risk")
+    mail = alert(notice)
+    assert "TL1.1教育訓練參與率" in mail.subject
+    assert tl.name not in mail.subject
+    for body in (mail.text, mail.html):
+        assert f"「{tl.name}」（簡稱「教育訓練參與率」）" in body

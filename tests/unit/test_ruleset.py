@@ -160,7 +160,7 @@ BROKEN = [
         "TF1.1.yaml",
         "2017: 1250",
         "2017: lots",
-        ["TF1.1.yaml:15:", "targets.2017", "'lots'"],
+        ["TF1.1.yaml:16:", "targets.2017", "'lots'"],
         id="target-type",
     ),
     pytest.param(

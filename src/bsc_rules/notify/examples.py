@@ -91,10 +91,13 @@ def _number(value: float | None) -> float | None:
 
 def _example_kpis(data: dict[str, Any]) -> dict[str, KpiInfo]:
     kpis = {}
-    for kid, (name, obj, obj_name, theme, persp, owner, unit, direction) in data["kpis"].items():
+    for kid, (name, obj, obj_name, theme, persp, owner, unit, direction, *label) in data[
+        "kpis"
+    ].items():
         kpis[kid] = KpiInfo(
             kid, name, obj, obj_name, theme, data["themes"][theme], persp,
             data["perspectives"][persp], owner, data["sections"][owner], unit, direction,
+            label=label[0] if label else "",
         )  # fmt: skip
     return kpis
 

@@ -38,6 +38,11 @@ class KpiInfo:
     owner_name: str
     unit: Literal["percent", "count", "pages"]
     direction: Literal["higher", "lower"]
+    label: str = ""  # short label for subjects and tables (the name where it is short)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,4 +196,5 @@ def kpi_info(rules: RuleSet, kpi: Kpi) -> KpiInfo:
         owner_name=office.sections[spec.owner].name,
         unit=spec.unit,
         direction=spec.direction,
+        label=spec.label or spec.name,
     )

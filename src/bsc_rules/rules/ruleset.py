@@ -211,6 +211,7 @@ class ActionPlan(_Strict):
 class KpiFile(_Strict):
     id: Annotated[str, Field(pattern=r"^[A-Z]{2}\d+\.\d+$")]
     name: str
+    label: str | None = None  # a short label where the scorecard's name is long
     name_en: str
     objective: Objective
     theme: str
