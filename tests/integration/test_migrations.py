@@ -104,7 +104,8 @@ def test_an_alerts_table_without_sent_gains_the_column(old_db: Path) -> None:
     store = SQLiteStore(old_db)
     table = AlertTable(store.connection)
     loaded = table.load()
-    assert len(loaded) == count and all(r.sent == 0 for r in loaded.values())
+    assert len(loaded) == count
+    assert all(r.sent == 0 for r in loaded.values())
     table.save(AlertRecord("kpi:2017:X", "at_risk", 1, 1, frozenset({"owner"}), sent=1))
     assert table.load()["kpi:2017:X"].sent == 1
     store.close()
@@ -214,5 +215,6 @@ def test_a_folder_not_writable_says_permission_denied(shared_dir: Path) -> None:
             message = str(caught.value)
     finally:
         shared_dir.chmod(0o755)
-    assert "permission denied" in message and "not writable" in message
+    assert "permission denied" in message
+    assert "not writable" in message
     assert "is it a bsc_rules database" not in message
