@@ -190,8 +190,6 @@ def connect(path: Path) -> sqlite3.Connection:
     try:
         if fresh:  # owner-only: the log holds the office's case data
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        elif (denied := _denied(path)) is not None:
-            raise StoreError(f"cannot open the database {path}: {denied}")
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -211,6 +209,9 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def _unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The error for a file SQLite could not use: permissions first (SQLite says only
+    "unable to open database file"), then a file that is not a database or is damaged.
+    A read-only file is not refused up front: reading it works."""
     denied = _denied(path) if path.exists() else None
     if denied is not None:
         return StoreError(f"cannot open the database {path}: {denied}")
