@@ -61,6 +61,10 @@ class ServiceLock:
     def acquire(self, now: int) -> None:
         """Take the lock (never waiting) and write this process in the file; raise
         :class:`DatabaseBusy` naming the holder if another process has it."""
+        if not self.path.parent.exists():
+            folder = self.path.parent
+            msg = f"cannot open the database {self.database}: folder {folder} does not exist"
+            raise StoreError(msg)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
