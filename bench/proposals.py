@@ -81,6 +81,7 @@ def patch_store() -> None:
     def append_batch(self: Any, events: Iterable[Any]) -> list[str]:
         batch = list(events)
         conn = self._conn
+        written: list[int] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -103,7 +104,7 @@ def patch_store() -> None:
                 for e, d in zip(batch, digests, strict=True):
                     seq = added.pop(e.key, None)  # the first of equal keys claims the row
                     if seq is not None:
-                        self.written.add(seq)
+                        written.append(seq)
                         verdicts.append("accepted")
                         continue
                     row = conn.execute(
@@ -118,6 +119,7 @@ def patch_store() -> None:
         except sqlite3.Error as exc:
             msg = f"cannot write to the database {self.path}: {exc}"
             raise StoreError(msg) from exc
+        self._own.add(written)  # own writes count once committed (store/base.py)
         return verdicts
 
     SQLiteStore.append_batch = append_batch  # type: ignore[method-assign,assignment]

@@ -90,15 +90,10 @@ class Scorecard:
 
     def refresh(self) -> int:
         """Apply events that other writers appended to the log; return how many."""
-        rows = getattr(self.store, "rows_after", None)
-        if rows is None:
-            return 0
-        written: set[int] = getattr(self.store, "written", set())
         count = 0
-        for seq, body in rows(self._log_seq):
+        for seq, body in self.store.rows_after(self._log_seq):
             self._log_seq = seq
-            if seq in written:  # written (and applied) by this scorecard
-                written.discard(seq)
+            if self.store.take_own(seq):  # written (and applied) by this scorecard
                 continue
             self._apply(event_from_body(body))
             count += 1
@@ -230,15 +225,11 @@ class Scorecard:
 
     def _skip_own(self) -> None:
         """Move past the log rows this scorecard wrote right after the last one applied,
-        so that ``written`` holds only own rows behind another writer's (bounded memory:
+        so that the store's own writes hold only rows behind another writer's (bounded memory:
         a long replay would otherwise keep every seq it wrote)."""
-        written: set[int] | None = getattr(self.store, "written", None)
-        if not written:
-            return
         seq = self._log_seq
-        while seq + 1 in written:
+        while self.store.take_own(seq + 1):
             seq += 1
-            written.discard(seq)
         self._log_seq = seq
 
     def _apply(self, event: Event) -> None:

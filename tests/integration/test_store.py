@@ -207,10 +207,10 @@ def test_own_writes_are_not_remembered_but_interleaved_ones_are(tmp_path: Path, 
         ]
         ours.ingest_lines(lines[:2])
         assert isinstance(ours.store, SQLiteStore)
-        assert ours.store.written == set()
+        assert ours.store.own_writes() == set()
         theirs.ingest(lines[2])
         ours.ingest(event(visit, "2017-03-04T10:00:00+08:00", "NV4", {"method": "home"}))
-        assert ours.store.written == {4}
+        assert ours.store.own_writes() == {4}
         assert ours.refresh() == 1
-        assert ours.store.written == set()
+        assert ours.store.own_writes() == set()
         assert ours.report(AS_OF).kpis["BC1.1"].value == 4

@@ -84,9 +84,27 @@ class Pipeline:
     # ------------------------------------------------------------ evaluation
 
     def evaluate(self, now: int) -> list[str]:
-        """Evaluate at ``now``; write alert transitions and their mail; return message ids."""
+        """Evaluate at ``now``; write alert transitions and their mail; return message ids.
+
+        The records are read inside the ``BEGIN IMMEDIATE`` transaction that writes them
+        back: an acknowledgement lands wholly before (and is seen) or after (and stays).
+        """
         report = self.card.report_at(now)
-        records = self.alerts.load()
+        queued: list[str] = []
+        with transaction(self.conn):
+            records = self.alerts.load()
+            plans = self._plans(report, records, now)
+            if plans:
+                self._mark_clock(now)
+            for key, old, new, notes, context in plans:
+                self._record(key, old, new, now)
+                queued += [self._enqueue(n, context, now) for n in notes if context is not None]
+        return queued
+
+    def _plans(
+        self, report: Report, records: dict[str, AlertRecord], now: int
+    ) -> list[tuple[str, AlertRecord | None, AlertRecord | None, list[Notify], Seen | None]]:
+        """Every alert whose record changes or that notifies at ``now``."""
         seen = self.observe(report, records, now)
         plans = []
         for key in sorted(set(records) | set(seen)):
@@ -97,15 +115,7 @@ class Pipeline:
             )
             if new != old or notes:
                 plans.append((key, old, new, notes, obs or self._context(key, report, old)))
-        if not plans:
-            return []
-        queued: list[str] = []
-        with transaction(self.conn):
-            self._mark_clock(now)
-            for key, old, new, notes, context in plans:
-                self._record(key, old, new, now)
-                queued += [self._enqueue(n, context, now) for n in notes if context is not None]
-        return queued
+        return plans
 
     def _mark_clock(self, now: int) -> None:
         """Record the instant of the latest decision (a resumed replay goes on from it)."""
@@ -135,7 +145,7 @@ class Pipeline:
             return
         if old is None or old.state != new.state:
             self.alerts.log(now, key, "entered", new.state)
-        self.alerts.save(new)
+        self.alerts.save(new, old)
 
     def _context(self, key: str, report: Report, old: AlertRecord | None) -> Seen | None:
         """What a resolved notice shows when the alert is no longer observed."""
@@ -192,7 +202,6 @@ class Pipeline:
         if self.outbox.enqueue(mail, kind=note.kind, now_us=now, alert_key=note.key):
             self.alerts.log(now, note.key, "notified", note.kind, mid, ",".join(to))
         return mid
-
 
     # ------------------------------------------------------------ digests
 

@@ -4,49 +4,37 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from bsc_rules.alerts.lifecycle import AlertRecord, Notify, acknowledge
 from bsc_rules.errors import UsageError
 from bsc_rules.store.db import transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    key          TEXT PRIMARY KEY,
-    state        TEXT NOT NULL,
-    since_us     INTEGER NOT NULL,
-    notified     INTEGER NOT NULL,
-    told         TEXT NOT NULL,
-    escalated    INTEGER NOT NULL,
-    acknowledged INTEGER NOT NULL,
-    ack_note     TEXT,
-    sent         INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS alert_history (
-    seq        INTEGER PRIMARY KEY,
-    at_us      INTEGER NOT NULL,
-    key        TEXT NOT NULL,
-    event      TEXT NOT NULL,
-    state      TEXT,
-    message_id TEXT,
-    recipients TEXT,
-    note       TEXT
-);
-CREATE INDEX IF NOT EXISTS alert_history_key ON alert_history (key, seq);
-CREATE TABLE IF NOT EXISTS runs (
-    job     TEXT NOT NULL,
-    period  TEXT NOT NULL,
-    done_us INTEGER NOT NULL,
-    PRIMARY KEY (job, period)
-);
-"""
+_COLUMNS: dict[str, Callable[[AlertRecord], object]] = {  # column -> value stored
+    "state": lambda r: r.state,
+    "since_us": lambda r: r.since,
+    "notified": lambda r: r.notified,
+    "told": lambda r: ",".join(sorted(r.told)),
+    "escalated": lambda r: int(r.escalated),
+    "acknowledged": lambda r: int(r.acknowledged),
+    "ack_note": lambda r: r.ack_note,
+    "sent": lambda r: r.sent,
+}
+_INSERT = f"INSERT INTO alerts (key, {', '.join(_COLUMNS)}) VALUES (?{', ?' * len(_COLUMNS)})"
+
 
 class AlertTable:
-    """Alert records and their history in the event database."""
+    """Alert records and their history in the event database (tables of
+    :mod:`bsc_rules.store.db`).
+
+    Writers touch only the columns they change: an evaluation inserts a new record or
+    updates the columns its step changed; acknowledging updates ``acknowledged`` and
+    ``ack_note`` only. Both load and write inside one ``BEGIN IMMEDIATE`` transaction,
+    so neither loses the other's write.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        conn.executescript(SCHEMA)
 
     def load(self) -> dict[str, AlertRecord]:
         rows = self.conn.execute(
@@ -68,32 +56,33 @@ class AlertTable:
             for r in rows
         }
 
-    def save(self, rec: AlertRecord) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                rec.key,
-                rec.state,
-                rec.since,
-                rec.notified,
-                ",".join(sorted(rec.told)),
-                int(rec.escalated),
-                int(rec.acknowledged),
-                rec.ack_note,
-                rec.sent,
-            ),
-        )
+    def save(self, rec: AlertRecord, old: AlertRecord | None = None) -> None:
+        """Write ``rec``: a new row, or (given the ``old`` record it was decided from)
+        an UPDATE of the columns that differ, leaving the others as they are now."""
+        if old is None:
+            self.conn.execute(_INSERT, (rec.key, *(value(rec) for value in _COLUMNS.values())))
+            return
+        changed = {c: v(rec) for c, v in _COLUMNS.items() if v(rec) != v(old)}
+        if changed:
+            assignments = ", ".join(f"{c} = ?" for c in changed)
+            self.conn.execute(
+                f"UPDATE alerts SET {assignments} WHERE key = ?", (*changed.values(), rec.key)
+            )
 
     def acknowledge(self, key: str, note: str, now: int) -> AlertRecord:
-        """Acknowledge an active alert: repeats and escalation stop."""
+        """Acknowledge an active alert: repeats and escalation stop (an UPDATE of the
+        acknowledgement's own columns, nothing else)."""
         with transaction(self.conn):
-            rec = self.load().get(key)
+            records = self.load()
+            rec = records.get(key)
             if rec is None:
-                active = ", ".join(sorted(self.load())) or "none"
+                active = ", ".join(sorted(records)) or "none"
                 msg = f"no active alert {key!r} (active: {active})"
                 raise UsageError(msg)
             rec = acknowledge(rec, note)
-            self.save(rec)
+            self.conn.execute(
+                "UPDATE alerts SET acknowledged = 1, ack_note = ? WHERE key = ?", (note, key)
+            )
             self.log(now, key, "acknowledged", rec.state, note=note)
         return rec
 

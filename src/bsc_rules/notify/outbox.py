@@ -44,26 +44,6 @@ from bsc_rules.store.db import transaction
 Status = Literal["pending", "sent", "parked"]
 Render = Callable[[Mail], bytes]
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS outbox (
-    message_id      TEXT PRIMARY KEY,
-    created_us      INTEGER NOT NULL,
-    send_after_us   INTEGER NOT NULL,
-    sender          TEXT NOT NULL,
-    recipients      TEXT NOT NULL,
-    subject         TEXT NOT NULL,
-    body            BLOB NOT NULL,
-    alert_key       TEXT,
-    kind            TEXT NOT NULL,
-    status          TEXT NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'sent', 'parked')),
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_us INTEGER NOT NULL,
-    last_error      TEXT,
-    sent_us         INTEGER
-)""",
-    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_us)",
-)
 _ERROR_LIMIT = 500
 _MINUTE_US = 60 * US_PER_SECOND
 
@@ -189,7 +169,8 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
 
 
 class Outbox:
-    """The outbox table on a SQLite connection shared with the event log."""
+    """The outbox table (created by :mod:`bsc_rules.store.db`) on a SQLite connection
+    shared with the event log."""
 
     def __init__(self, conn: sqlite3.Connection, render: Render | None = None) -> None:
         if conn.isolation_level is not None:
@@ -197,9 +178,6 @@ class Outbox:
             raise UsageError(msg)
         self.conn = conn
         self._render = render or to_bytes
-        with transaction(conn):
-            for statement in SCHEMA:
-                conn.execute(statement)
 
     def enqueue(
         self,

@@ -47,6 +47,7 @@ from bsc_rules.scheduling.schedule import Schedule, missed_months, run_tick
 from bsc_rules.scorecard import Ingested, IngestSummary
 from bsc_rules.settings import Settings
 from bsc_rules.store.db import transaction
+from bsc_rules.store.lock import ServiceLock
 
 __all__ = [
     "Service",
@@ -130,6 +131,11 @@ def _warn(message: str) -> None:
 class Service:
     """The pipeline on a schedule, with catch-up on start and events from other processes.
 
+    Only one service runs per database: the constructor takes the database's lock
+    (:class:`~bsc_rules.store.lock.ServiceLock`) or raises
+    :class:`~bsc_rules.store.lock.DatabaseBusy` naming the holder; :meth:`close` (or the
+    end of the process) releases it.
+
     Every method that touches the database holds one lock: the scheduler's thread and the
     thread reading standard input share the pipeline's SQLite connection.
     """
@@ -142,9 +148,16 @@ class Service:
         pipeline: Pipeline | None = None,
     ) -> None:
         self.settings, self.clock = settings, clock
-        self.mailer = mailer if mailer is not None else mailer_for(settings)
-        self._owned = pipeline is None
-        self.pipeline = pipeline if pipeline is not None else open_pipeline(settings)
+        # One scheduler per database: refused here, naming the holder, if another runs.
+        self._db_lock = ServiceLock(settings.database)
+        self._db_lock.acquire(to_us(clock.now()))
+        try:
+            self.mailer = mailer if mailer is not None else mailer_for(settings)
+            self._owned = pipeline is None
+            self.pipeline = pipeline if pipeline is not None else open_pipeline(settings)
+        except BaseException:
+            self._db_lock.release()
+            raise
         self.schedule = Schedule(settings.tick_minutes, settings.digest.day, settings.digest.hour)
         self.scheduler: Any = None
         self._lock = threading.RLock()
@@ -260,6 +273,7 @@ class Service:
         if self._owned:
             with self._lock:
                 self.pipeline.card.close()
+        self._db_lock.release()
 
     def __enter__(self) -> Service:
         return self

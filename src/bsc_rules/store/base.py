@@ -37,27 +37,75 @@ class EventStore(Protocol):
         """The bodies of the accepted events, in arrival order."""
         ...
 
+    def rows_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        """``(seq, body)`` of the accepted events stored after ``seq``, in arrival order
+        (by any writer of the store)."""
+        ...
+
+    def take_own(self, seq: int) -> bool:
+        """Whether the event at ``seq`` was written through this store object (already
+        applied by its writer); it is forgotten once asked. Only committed writes count:
+        a batch rolled back leaves nothing here."""
+        ...
+
+    def own_writes(self) -> frozenset[int]:
+        """The seqs written through this store object and not yet taken."""
+        ...
+
     def close(self) -> None:
         """Release the store."""
         ...
 
 
-class MemoryStore:
-    """The same idempotency semantics, in memory only (nothing is durable)."""
+class OwnWrites:
+    """The seqs a store object committed itself, until its reader takes them."""
 
     def __init__(self) -> None:
-        self._bodies: dict[tuple[str, str], bytes] = {}
+        self._seqs: set[int] = set()
+
+    def add(self, committed: Iterable[int]) -> None:
+        self._seqs.update(committed)
+
+    def take(self, seq: int) -> bool:
+        if seq in self._seqs:
+            self._seqs.discard(seq)
+            return True
+        return False
+
+    def pending(self) -> frozenset[int]:
+        return frozenset(self._seqs)
+
+
+class MemoryStore:
+    """The same semantics as the SQLite store, in memory only (nothing is durable)."""
+
+    def __init__(self) -> None:
+        self._seqs: dict[tuple[str, str], int] = {}
+        self._log: list[bytes] = []  # seq n is self._log[n - 1]
         self._rejected: set[tuple[str, int, bytes]] = set()
+        self._own = OwnWrites()
 
     def append(self, event: Event) -> Verdict:
-        known = self._bodies.get(event.key)
-        if known is None:
-            self._bodies[event.key] = event.body
-            return "accepted"
-        return "duplicate" if same_content(known, event.body) else "conflict"
+        return self.append_batch([event])[0]
 
     def append_batch(self, events: Iterable[Event]) -> list[Verdict]:
-        return [self.append(e) for e in events]
+        """All or nothing: if iterating ``events`` raises, nothing of the batch is kept."""
+        staged: dict[tuple[str, str], bytes] = {}
+        verdicts: list[Verdict] = []
+        for event in events:
+            seq = self._seqs.get(event.key)
+            known = staged.get(event.key) if seq is None else self._log[seq - 1]
+            if known is None:
+                staged[event.key] = event.body
+                verdicts.append("accepted")
+            else:
+                verdicts.append("duplicate" if same_content(known, event.body) else "conflict")
+        start = len(self._log)
+        for key, body in staged.items():
+            self._log.append(body)
+            self._seqs[key] = len(self._log)
+        self._own.add(range(start + 1, len(self._log) + 1))
+        return verdicts
 
     def reject(self, rejection: Rejection, origin: str = "") -> None:
         self._rejected.add((origin, rejection.line or 0, content_digest(rejection.raw)))
@@ -66,7 +114,17 @@ class MemoryStore:
         return len(self._rejected)
 
     def replay(self) -> Iterator[bytes]:
-        return iter(())
+        return iter(list(self._log))
+
+    def rows_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        start = max(seq, 0)
+        return iter(list(enumerate(self._log[start:], start + 1)))
+
+    def take_own(self, seq: int) -> bool:
+        return self._own.take(seq)
+
+    def own_writes(self) -> frozenset[int]:
+        return self._own.pending()
 
     def close(self) -> None:
         return None

@@ -16,8 +16,8 @@ from pathlib import Path
 from bsc_rules.errors import StoreError
 from bsc_rules.events import Event, Rejection, content_digest, same_content
 from bsc_rules.privacy import mask_text
-from bsc_rules.store.base import Verdict
-from bsc_rules.store.db import SCHEMA_VERSION, connect, transaction
+from bsc_rules.store.base import OwnWrites, Verdict
+from bsc_rules.store.db import open_database, transaction
 
 _INSERT = (
     "INSERT INTO events (source, id, type, time_us, subject, digest, body)"
@@ -25,41 +25,13 @@ _INSERT = (
 )
 
 
-
 class SQLiteStore:
     """The append-only event log in one SQLite file (WAL, durable commits)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        existed = self.path.exists()
-        self._conn = connect(self.path)
-        self.written: set[int] = set()  # seqs this connection wrote (see Scorecard.refresh)
-        if existed:
-            self._check_integrity()
-        self._check_version()
-
-    def _check_integrity(self) -> None:
-        """SQLite's quick_check on start: a damaged file is refused with a clear message."""
-        try:
-            rows = [r[0] for r in self._conn.execute("PRAGMA quick_check(5)")]
-        except sqlite3.DatabaseError as exc:
-            rows = [str(exc)]
-        if rows != ["ok"]:
-            self._conn.close()
-            found = "; ".join(rows)
-            msg = (
-                f"the database {self.path} is damaged (SQLite quick_check: {found}); "
-                "restore it from a backup or move it aside"
-            )
-            raise StoreError(msg)
-
-    def _check_version(self) -> None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif row[0] != SCHEMA_VERSION:
-            msg = f"{self.path}: schema version {row[0]}, this bsc_rules reads {SCHEMA_VERSION}"
-            raise StoreError(msg)
+        self._conn = open_database(self.path)
+        self._own = OwnWrites()
 
     def _verdict(self, event: Event) -> Verdict:
         """A duplicate or a conflict: the key is taken, by the same content or not."""
@@ -73,7 +45,7 @@ class SQLiteStore:
 
     def append_batch(self, events: Iterable[Event]) -> list[Verdict]:
         cur = self._conn.cursor()  # one cursor for the batch (execute makes one per call)
-        written = self.written
+        written: list[int] = []
         verdicts: list[Verdict] = []
         with transaction(self._conn, self.path):
             for e in events:
@@ -81,11 +53,19 @@ class SQLiteStore:
                 row = (e.source, e.id, e.type, e.time_us, e.subject, content_digest(body), body)
                 cur.execute(_INSERT, row)
                 if cur.rowcount == 1:
-                    written.add(cur.lastrowid or 0)
+                    written.append(cur.lastrowid or 0)
                     verdicts.append("accepted")
                 else:
                     verdicts.append(self._verdict(e))
+        # Only now, committed: a rolled-back row's seq is reused by the next writer.
+        self._own.add(written)
         return verdicts
+
+    def take_own(self, seq: int) -> bool:
+        return self._own.take(seq)
+
+    def own_writes(self) -> frozenset[int]:
+        return self._own.pending()
 
     def reject(self, rejection: Rejection, origin: str = "") -> None:
         try:
