@@ -22,9 +22,6 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 from functools import lru_cache
 
-import holidays
-from holidays.constants import GOVERNMENT, PUBLIC
-
 # The years whose bridge days off and make-up Saturdays the pinned ``holidays`` versions
 # carry, checked by the package against the DGPA work calendar (1998-2026).
 DATA_FROM = 1998
@@ -35,7 +32,14 @@ _SATURDAY = 5
 
 @lru_cache(maxsize=256)
 def national_year(year: int) -> tuple[frozenset[date], frozenset[date]]:
-    """``(days off, make-up working Saturdays)`` of ``year`` for government offices."""
+    """``(days off, make-up working Saturdays)`` of ``year`` for government offices.
+
+    ``holidays`` is imported here, on first use: it takes about a second to load, which
+    commands that never count a deadline (``check``, ``outbox``) need not pay.
+    """
+    import holidays
+    from holidays.constants import GOVERNMENT, PUBLIC
+
     tw = holidays.country_holidays("TW", years=year, categories=(PUBLIC, GOVERNMENT))
     days_off = frozenset(day for day in tw if day.year == year)
     make_up = frozenset(day for day in tw.weekend_workdays if day.year == year)
