@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from bsc_rules.officecal import OfficeCalendar
+
 TAIPEI = ZoneInfo("Asia/Taipei")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -72,19 +74,35 @@ def year_complete_at(year: int) -> int:
     return year_bounds(year)[1] - US_PER_SECOND
 
 
-def due_days_after(opened_us: int, days: int) -> int:
+def due_days_after(opened_us: int, days: int, office: OfficeCalendar | None = None) -> int:
     """00:00 of the day after the ``days``-th day counted from the next day (次日起N日內).
 
-    Applied 2017-03-15 at any hour with ``days=7`` gives 2017-03-23T00:00+08:00.
+    Applied 2017-03-15 at any hour with ``days=7`` gives 2017-03-23T00:00+08:00. With an
+    ``office`` calendar (``deadlines: working_day_end``) a last day that is not a working
+    day moves to the next working day: applied 2017-05-22 → 2017-06-01T00:00+08:00.
     """
-    return local_midnight(local_date(opened_us) + timedelta(days=days + 1))
+    return due_after_last(local_date(opened_us) + timedelta(days=days), office)
 
 
-def due_next_month(opened_us: int, due_day: int) -> int:
-    """00:00 of the day after ``due_day`` of the month after the opening's month."""
+def due_next_month(opened_us: int, due_day: int, office: OfficeCalendar | None = None) -> int:
+    """00:00 of the day after ``due_day`` of the month after the opening's month (that day
+    moved to the next working day of an ``office`` calendar, if given)."""
     opened = local_date(opened_us)
     year, month = (opened.year + 1, 1) if opened.month == 12 else (opened.year, opened.month + 1)
-    return local_midnight(date(year, month, due_day) + timedelta(days=1))
+    return due_after_last(date(year, month, due_day), office)
+
+
+def due_after_last(last: date, office: OfficeCalendar | None = None) -> int:
+    """``due`` of a last allowed day: 00:00 after it, or after the working day it moves to."""
+    if office is not None:
+        last = office.on_or_after(last)
+    return local_midnight(last + timedelta(days=1))
+
+
+def due_soon_from(due_us: int, window_days: int, office: OfficeCalendar) -> int:
+    """The instant from which a case due at ``due_us`` is due soon (kpis.md): 00:00 of the
+    first day whose ``window_days``-th working day after it reaches the last allowed day."""
+    return local_midnight(office.first_warned(last_allowed_day(due_us), window_days))
 
 
 def roc_year(year: int) -> int:

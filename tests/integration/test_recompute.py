@@ -51,7 +51,31 @@ REQUIRED_FORMS = 200_000  # AC1.1
 HEADCOUNT = 40  # TL1.1
 CC_DUE_DAY = 10  # CC1.1: due = 00:00 of the 11th of the next month
 BP_DAYS = 7  # BP1.1: 次日起7日內, due = 00:00 of the 8th day after the application's date
-WARNING_DAYS = 2
+WARNING_DAYS = 2  # due_soon: last allowed day on or before the 2nd working day after today
+
+# The office calendar, written out here from the DGPA work calendars of 106 and 107 (spec
+# kpis.md and reference/domain.md §5), not from the `holidays` package: days off on a
+# weekday, and make-up working Saturdays. Datong's office file sets working_day_end.
+DAYS_OFF = (
+    "2017-01-02", "2017-01-27", "2017-01-30", "2017-01-31", "2017-02-01", "2017-02-27",
+    "2017-02-28", "2017-04-03", "2017-04-04", "2017-05-29", "2017-05-30", "2017-10-04",
+    "2017-10-09", "2017-10-10",
+    "2018-01-01", "2018-02-15", "2018-02-16", "2018-02-19", "2018-02-20", "2018-02-28",
+    "2018-04-04", "2018-04-05", "2018-04-06", "2018-06-18", "2018-09-24", "2018-10-10",
+    "2018-12-31",
+)  # fmt: skip
+MAKE_UP_SATURDAYS = ("2017-02-18", "2017-06-03", "2017-09-30", "2018-03-31", "2018-12-22")
+CALENDAR_SPAN = (date(2016, 11, 1), date(2018, 12, 31))
+
+
+def working_days() -> list[int]:
+    """Local day numbers of the office's working days over :data:`CALENDAR_SPAN`."""
+    off = {date.fromisoformat(d) for d in DAYS_OFF}
+    make_up = {date.fromisoformat(d) for d in MAKE_UP_SATURDAYS}
+    first, last = (d.toordinal() for d in CALENDAR_SPAN)
+    days = (date.fromordinal(n) for n in range(first, last + 1))
+    return [day_number(d) for d in days if d in make_up or (d.weekday() < 5 and d not in off)]
+
 
 RATE, PROGRESS = "rate", "progress"
 
@@ -283,8 +307,10 @@ def load(path: Path, seed: int) -> Year:
           WHERE copy = 1;
         CREATE INDEX events_type_subject ON events (type, subject, t_us);
         CREATE INDEX events_time ON events (t_us);
+        CREATE TABLE workday (lday INTEGER PRIMARY KEY);
         """
     )
+    db.executemany("INSERT INTO workday VALUES (?)", [(d,) for d in working_days()])
     year.conflicts = db.execute(
         "SELECT COUNT(*) FROM raw r JOIN events e USING (source, id)"
         " WHERE r.arrival <> e.arrival AND r.content <> e.content"
@@ -329,17 +355,22 @@ def _deadline_cases(db: sqlite3.Connection, p: dict[str, int]) -> list[dict[str,
     """
     rows = db.execute(
         """
-        WITH cases AS (
-          SELECT 'BP1.1' AS kpi, subject, t_us,
-                 ((lday + 8) * 86400 - 28800) * 1000000 AS due,
+        WITH lasts AS (
+          SELECT 'BP1.1' AS kpi, subject, t_us, lday + :bp_days AS last,
                  'birth_subsidy.applied' AS opening
           FROM opened WHERE type = 'birth_subsidy.applied'
           UNION ALL
           SELECT 'CC1.1', subject, t_us,
-                 (CAST(strftime('%s', local_date, 'start of month', '+1 month',
-                                printf('+%d days', :due_day)) AS INTEGER) - 28800) * 1000000,
+                 CAST(julianday(local_date, 'start of month', '+1 month',
+                                printf('+%d days', :due_day - 1)) - 2440587.5 AS INTEGER),
                  'care_case.identified'
           FROM opened WHERE type = 'care_case.identified'),
+        cases AS (  -- working_day_end: the last day moves to the next working day
+          SELECT l.*, (SELECT MIN(w.lday) FROM workday w WHERE w.lday >= l.last) AS moved
+          FROM lasts l),
+        soon AS (  -- the WARNING_DAYS-th working day after as_of's local date
+          SELECT lday AS until FROM workday WHERE lday > :today
+          ORDER BY lday LIMIT 1 OFFSET :warning - 1),
         ends AS (
           SELECT type, subject, t_us,
                  ROW_NUMBER() OVER (PARTITION BY type IN ('birth_subsidy.paid',
@@ -352,20 +383,28 @@ def _deadline_cases(db: sqlite3.Connection, p: dict[str, int]) -> list[dict[str,
           SELECT CASE WHEN type = 'care_case.notified' THEN 'care_case.identified'
                       ELSE 'birth_subsidy.applied' END AS opening,
                  subject, type AS end_type, t_us AS end_t
-          FROM ends WHERE n = 1)
+          FROM ends WHERE n = 1),
+        dated AS (
+          SELECT c.*, ((c.moved + 1) * 86400 - 28800) * 1000000 AS due FROM cases c)
         SELECT c.kpi, c.subject, c.t_us, c.due,
                CASE
                  WHEN f.end_t IS NULL THEN
                    CASE WHEN :as_of >= c.due THEN 'overdue'
-                        WHEN :as_of >= c.due - :warning THEN 'due_soon'
+                        WHEN c.moved <= (SELECT until FROM soon) THEN 'due_soon'
                         ELSE 'open' END
                  WHEN f.end_t >= c.due THEN 'late'
                  WHEN f.end_type = 'birth_subsidy.rejected' THEN 'left_out'
                  ELSE 'on_time'
                END AS state
-        FROM cases c LEFT JOIN first_end f USING (opening, subject)
+        FROM dated c LEFT JOIN first_end f USING (opening, subject)
         """,
-        {**p, "due_day": CC_DUE_DAY, "warning": WARNING_DAYS * DAY_S * US},
+        {
+            **p,
+            "bp_days": BP_DAYS,
+            "due_day": CC_DUE_DAY,
+            "warning": WARNING_DAYS,
+            "today": local_day(p["as_of"]),
+        },
     ).fetchall()
     keys = ("kpi", "subject", "t_us", "due", "state")
     return [dict(zip(keys, row, strict=True)) for row in rows]
@@ -713,12 +752,20 @@ def edge_lines() -> list[bytes]:
         _e(paid, "2017-03-10T10:00:00+08:00", "BS-E"),
         _e(applied, "2017-03-12T09:00:00+08:00", "BS-E", amount),
         # opened in 2016 and again in 2017: a 2016 case, never paid; listed, not counted.
+        # Its last day, Sat 2017-01-07, moves to Mon 01-09: due 2017-01-10T00:00.
         _e(applied, "2016-12-31T20:00:00+08:00", "BS-F", amount),
         _e(applied, "2017-01-05T09:00:00+08:00", "BS-F", amount),
         # never paid: due 2017-12-30T00:00, overdue at year end.
         _e(applied, "2017-12-21T16:00:00Z", "BS-G", amount),  # local 2017-12-22 00:00
-        # applied on the last day: due_soon exactly two days before due, 2018-01-08T00:00.
+        # applied on the last day: last day Sun 2018-01-07 → Mon 01-08, due 2018-01-09T00:00;
+        # due_soon from Thu 2018-01-04T00:00 (Mon is the 2nd working day after Thu).
         _e(applied, "2017-12-31T10:00:00+08:00", "BS-H", amount),
+        # never paid, deadlines moved by the office calendar (kpis.md): the spec's example,
+        # 05-29 (調整放假) and 05-30 (端午節) → due 2017-06-01T00:00; a make-up Saturday
+        # 2017-02-18 is a working day → due 02-19; 5/1 is a working day → due 05-02.
+        _e(applied, "2017-05-22T10:00:00+08:00", "BS-I", amount),
+        _e(applied, "2017-02-11T10:00:00+08:00", "BS-J", amount),
+        _e(applied, "2017-04-24T10:00:00+08:00", "BS-K", amount),
         # CC1.1: identified 2017-01-31 local (UTC 15:59), due 02-11; notified exactly at due.
         _e(
             "care_case.identified", "2017-01-31T15:59:00Z", "CC-A", {"category": "elderly_marriage"}
@@ -828,7 +875,8 @@ EDGE_INSTANTS = (
     ("2017-03-23T00:00:00+08:00", None),
     ("2017-12-29T00:00:00+08:00", None),
     ("2017-12-31T23:59:59+08:00", None),
-    ("2018-01-06T00:00:00+08:00", 2017),
+    ("2018-01-03T23:59:59+08:00", 2017),
+    ("2018-01-04T00:00:00+08:00", 2017),
     ("2018-01-20T09:00:00+08:00", 2017),
 )
 
@@ -869,3 +917,31 @@ def test_edge_log_matches_the_recomputation(
         if got[key] != expected[key]:
             diffs[(key, "")] = (expected[key], got[key])
     assert not diffs, f"at {as_of}: {{(kpi, field): (expected, got)}} = {diffs}"
+
+
+@pytest.mark.parametrize(
+    ("subject", "due"),
+    [
+        pytest.param("BS-F", "2017-01-10T00:00:00+08:00", id="saturday-to-monday"),
+        pytest.param("BS-G", "2017-12-30T00:00:00+08:00", id="friday-stays"),
+        pytest.param("BS-I", "2017-06-01T00:00:00+08:00", id="bridge-day-and-dragon-boat"),
+        pytest.param("BS-J", "2017-02-19T00:00:00+08:00", id="make-up-saturday-stays"),
+        pytest.param("BS-K", "2017-05-02T00:00:00+08:00", id="labour-day-is-working"),
+    ],
+)
+def test_edge_dues_follow_the_office_calendar(edge: Year, subject: str, due: str) -> None:
+    """The reference's own dues are the spec's (the comparison above then checks ours)."""
+    expected, got = reports(edge, "2017-12-31T23:59:59+08:00", None)
+    assert {c["subject"]: c["due"] for c in expected["cases"]}[subject] == due
+    assert {c["subject"]: c["due"] for c in got["cases"]}[subject] == due
+
+
+def test_edge_due_soon_counts_working_days(edge: Year) -> None:
+    """BS-H (last day Mon 2018-01-08) is due soon from Thu 01-04 00:00, not before."""
+    for as_of, state in (
+        ("2018-01-03T23:59:59+08:00", None),
+        ("2018-01-04T00:00:00+08:00", "due_soon"),
+    ):
+        expected, _ = reports(edge, as_of, 2017)
+        states = {c["subject"]: c["state"] for c in expected["cases"]}
+        assert states.get("BS-H") == state

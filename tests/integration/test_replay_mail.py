@@ -430,7 +430,8 @@ def test_unpaid_subsidy_warns_escalates_and_resolves(tmp_path: Path, settings_fi
     seen = [(m.kind, m.date, m.to) for m in mine]
     due = at("2017-03-23 00:00")
     assert seen[:6] == [
-        ("due_soon", due - 2 * DAY, owner),
+        # last allowed day Wed 03-22, the 2nd working day after Mon 03-20 (kpis.md)
+        ("due_soon", at("2017-03-20 00:00"), owner),
         ("overdue", due, owner),
         ("overdue", due + DAY, owner),
         ("overdue", due + 2 * DAY, owner),

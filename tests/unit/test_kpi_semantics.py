@@ -2,7 +2,8 @@
 
 Every expected figure is a literal derived by hand from the spec; the arithmetic is in the
 comment next to it. Office parameters (rules/): required_forms 200000, headcount 40,
-CC1.1 due_day 10, warning window 2 days.
+CC1.1 due_day 10, warning window 2 working days; Datong's `deadlines: working_day_end` moves a
+last allowed day that is not a working day to the next working day (kpis.md).
 """
 
 from __future__ import annotations
@@ -279,12 +280,13 @@ BP_DUE = [
         "2017-03-24T00:00:00+08:00",
         id="utc-next-local-day",
     ),
-    # month end: 03-28 + 8 days = 04-05
+    # month end: last day 03-28 + 7 = 04-04 (兒童節、民族掃墓節, a day off; working_day_end)
+    # → the next working day 04-05, due 04-06 00:00 (it would be 04-05 by calendar days)
     pytest.param(
         "2017-03-28T09:00:00+08:00",
-        "2017-04-05T00:00:00+08:00",
-        "2017-04-04T23:59:59+08:00",
-        "2017-04-05T00:00:00+08:00",
+        "2017-04-06T00:00:00+08:00",
+        "2017-04-05T23:59:59+08:00",
+        "2017-04-06T00:00:00+08:00",
         id="across-month-end",
     ),
 ]
@@ -462,13 +464,23 @@ def test_bp_rejected_before_due_not_in_denominator(office: Office) -> None:
     check(office.kpi("BP1.1", JUNE_2017), numerator=1, denominator=1, value=100, status="breached")
 
 
-# applied 2017-03-15T10:00, never ended; due 2017-03-23T00:00, warning from 03-21T00:00
+# applied 2017-03-15T10:00, never ended; last day Wed 03-22, due 2017-03-23T00:00; due soon
+# from Mon 03-20T00:00 (03-22 is the 2nd working day after 03-20; after Sun 03-19 it is 03-21)
 BP_OPEN = [
     # not applied yet at as_of: 0 / 0
     pytest.param("2017-03-15T09:59:59+08:00", 0, 0, None, "no_data", [], id="before-application"),
     # applied exactly at as_of (time <= as_of): 100 × 0/1
     pytest.param("2017-03-15T10:00:00+08:00", 0, 1, 0, "met", [], id="at-application"),
-    pytest.param("2017-03-20T23:59:59+08:00", 0, 1, 0, "met", [], id="just-before-warning"),
+    pytest.param("2017-03-19T23:59:59+08:00", 0, 1, 0, "met", [], id="just-before-warning"),
+    pytest.param(
+        "2017-03-20T00:00:00+08:00",
+        0,
+        1,
+        0,
+        "met",
+        [case("BP1.1", "BS1", "due_soon", "2017-03-23T00:00:00+08:00")],
+        id="warning-starts",
+    ),
     pytest.param(
         "2017-03-21T00:00:00+08:00",
         0,
@@ -550,8 +562,9 @@ def test_cases_list_states_and_order(office: Office) -> None:
     office.send("care_case.identified", "C-done", "2017-02-01T10:00:00+08:00")  # due 03-11
     office.send("care_case.notified", "C-done", "2017-03-10T10:00:00+08:00")  # ended
     office.send("birth_subsidy.applied", "BS-late", "2017-03-01T09:00:00+08:00")  # due 03-09
-    # as_of 03-10 12:00: due 03-09 → overdue; due 03-11 → due_soon (from 03-09 00:00);
-    # due 03-18 → not yet in the window (from 03-16 00:00)
+    # as_of 03-10 12:00: due 03-09 → overdue; due 03-11 (last day Fri 03-10) → due_soon
+    # (from Wed 03-08 00:00, the 2nd working day after it being 03-10); due 03-18 (last day
+    # Fri 03-17) → not yet in the window (from Wed 03-15 00:00)
     assert office.cases("2017-03-10T12:00:00+08:00") == [
         case("CC1.1", "Jan", "overdue", "2017-02-11T00:00:00+08:00"),
         case("BP1.1", "BS-late", "overdue", "2017-03-09T00:00:00+08:00"),
@@ -578,7 +591,8 @@ def test_bp_december_application_due_in_january(office: Office) -> None:
     assert rep["year"] == 2018
     check(rep["kpis"]["BP1.1"], numerator=0, denominator=0, value=None, status="no_data")
     assert rep["cases"] == listed
-    # 2018-01-03 00:00 = due − 2 days → due_soon, not yet overdue: 100 × 0/1
+    # 2018-01-03 00:00: the last day 01-04 is the 1st working day after → due_soon (from
+    # 01-02 00:00, 01-01 being a day off), not yet overdue: 100 × 0/1
     early = "2018-01-03T00:00:00+08:00"
     check(office.kpi("BP1.1", early, year=2017), numerator=0, denominator=1, value=0, status="met")
     assert office.cases(early) == [case("BP1.1", "BS-DEC", "due_soon", due)]
@@ -705,7 +719,7 @@ def test_cc_mixed_cases(office: Office) -> None:
     # numerator: A; denominator: A, B (notified) + C, E (open past due) = 4; D not due
     # → 100 × 1/4 = 25
     check(office.kpi("CC1.1", as_of), numerator=1, denominator=4, value=25, status="breached")
-    # D's warning starts 03-09 00:00, so only C and E are listed
+    # D's warning starts 03-08 00:00 (last day Fri 03-10), so only C and E are listed
     assert office.cases(as_of) == [
         case("CC1.1", "CC-C", "overdue", "2017-02-11T00:00:00+08:00"),
         case("CC1.1", "CC-E", "overdue", "2017-02-11T00:00:00+08:00"),

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy, step
 from bsc_rules.alerts.table import AlertTable, message_id
-from bsc_rules.calendar import US_PER_DAY
 from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.digest import DigestInputs, build_digests
 from bsc_rules.notify.notices import AlertNotice, kpi_info
@@ -56,10 +55,8 @@ class Pipeline:
         seen: dict[str, Seen] = {}
         for case in report.cases:
             kpi = report.kpis[case.kpi]
-            window = self.rules.warning_window_days(kpi.kpi) * US_PER_DAY
-            since = case.due if case.state == "overdue" else case.due - window
             seen[f"case:{case.kpi}:{case.subject}"] = Seen(
-                Observation(case.state, since),  # type: ignore[arg-type]
+                Observation(case.state, case.since),  # type: ignore[arg-type]
                 kpi,
                 case.subject,
                 case.opened,

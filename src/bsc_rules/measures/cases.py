@@ -13,10 +13,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any, NamedTuple
 
-from bsc_rules.calendar import US_PER_DAY, due_days_after, due_next_month, year_bounds, year_of
+from bsc_rules.calendar import (
+    due_after_last,
+    due_next_month,
+    due_soon_from,
+    local_date,
+    local_midnight,
+    year_bounds,
+    year_of,
+)
 from bsc_rules.events import FOLLOW_UP_OF, PERIOD_TYPES, Event
+from bsc_rules.officecal import OfficeCalendar
 from bsc_rules.rules.ruleset import (
     SCORE_SCALE,
     DeadlineMeasure,
@@ -66,15 +76,36 @@ class CaseRec:
 DueRule = Callable[[int], int]
 
 
-def due_rule(kpi: Kpi) -> DueRule:
-    """The function giving a case's due instant from its opening instant."""
+class _DueByDay:
+    """A KPI's due rule, remembering the due of the last local day asked (events come
+    mostly in time order, so this mostly skips the time-zone conversion and the calendar).
+    """
+
+    __slots__ = ("_due", "_hi", "_lo", "_of_day")
+
+    def __init__(self, of_day: Callable[[date], int]) -> None:
+        self._of_day = of_day
+        self._lo = self._hi = self._due = 0
+
+    def __call__(self, opened: int) -> int:
+        if self._lo <= opened < self._hi:
+            return self._due
+        day = local_date(opened)
+        self._lo, self._hi = local_midnight(day), local_midnight(day + timedelta(days=1))
+        self._due = self._of_day(day)
+        return self._due
+
+
+def due_rule(kpi: Kpi, office: OfficeCalendar | None = None) -> DueRule:
+    """The function giving a case's due instant from its opening instant; with an
+    ``office`` calendar (``deadlines: working_day_end``) the last day moves off days off."""
     m = kpi.spec.measure
     assert isinstance(m, DeadlineMeasure)
     if m.due.rule == "days_after":
         days = m.due.days or 0
-        return lambda opened: due_days_after(opened, days)
-    day = int(kpi.spec.parameters[m.due.day_parameter or ""])
-    return lambda opened: due_next_month(opened, day)
+        return _DueByDay(lambda day: due_after_last(day + timedelta(days=days), office))
+    due_day = int(kpi.spec.parameters[m.due.day_parameter or ""])
+    return _DueByDay(lambda day: due_next_month(local_midnight(day), due_day, office))
 
 
 class CaseBook:
@@ -93,20 +124,25 @@ class CaseBook:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.cases: dict[str, dict[str, CaseRec]] = {t: {} for t in PERIOD_TYPES}
-        self._deadlines: dict[str, list[DueRule]] = {}
+        self._deadlines: dict[str, list[DueRule]] = {}  # per opening type, by deadline_index
         self.deadline_index: dict[str, int] = {}
         self.totals: dict[str, dict[int, Counter[Any]]] = {}
         self.max_time = -FAR_FUTURE
         self.orphans = 0
         self.pending: dict[str, set[str]] = {}  # deadline cases not ended (by any time)
         self._year_span = (0, 0, 0)  # [start, end) of the local year last seen, and the year
+        self.office_calendar = rules.calendar  # working days (due_soon)
+        self.calendar = rules.deadline_calendar  # the dues' (None: by calendar days)
+        self._deadline_kpis: dict[str, list[Kpi]] = {}
         for kpi in rules.kpis.values():
             if isinstance(kpi.spec.measure, DeadlineMeasure):
-                rules_of_type = self._deadlines.setdefault(kpi.population.type, [])
-                self.deadline_index[kpi.id] = len(rules_of_type)
-                rules_of_type.append(due_rule(kpi))
+                kpis_of_type = self._deadline_kpis.setdefault(kpi.population.type, [])
+                self.deadline_index[kpi.id] = len(kpis_of_type)
+                kpis_of_type.append(kpi)
                 self.pending[kpi.id] = set()
             self.totals[kpi.id] = {}
+        self._due_rules(self.calendar)
+        self._soon: dict[tuple[int, int], int] = {}  # (due, window) → due soon from
         plans: dict[str, list[_Plan]] = {t: [] for t in PERIOD_TYPES}
         for kpi in rules.kpis.values():  # after the loop above: a plan binds totals, pending
             plans[kpi.population.type].append(_plan(self, kpi))
@@ -117,6 +153,49 @@ class CaseBook:
         }
         # per opening type, a follow-up's mask → the plans it can change (few masks occur)
         self._touched: dict[str, dict[int, tuple[_Plan, ...]]] = {t: {} for t in PERIOD_TYPES}
+
+    def _due_rules(self, office: OfficeCalendar | None) -> None:
+        self._deadlines = {
+            t: [due_rule(kpi, office) for kpi in kpis] for t, kpis in self._deadline_kpis.items()
+        }
+
+    def recalendar(self, rules: RuleSet) -> int:
+        """Take the office calendar of ``rules`` as re-read (closures, ``deadlines``):
+        every case's due is computed again — a closure added later moves the dues of open
+        and closed cases alike — and the running totals move with them. Return how many
+        cases' dues changed."""
+        if rules.calendar != self.office_calendar:
+            self.office_calendar = rules.calendar
+            self._soon.clear()
+        office = rules.deadline_calendar
+        if office == self.calendar:
+            return 0
+        self.calendar = office
+        self._due_rules(office)
+        changed = 0
+        for type_, due_rules in self._deadlines.items():
+            needs = self._open_plan[type_][0]
+            self._open_plan[type_] = (needs, tuple(due_rules))
+            plans = tuple(p for p in self._plans[type_] if p.pending is not None)
+            for subject, rec in self.cases[type_].items():
+                if rec.open_us is None:
+                    continue
+                dues = tuple([rule(rec.open_us) for rule in due_rules])
+                if dues != rec.dues:
+                    before = [p.contribution(rec) for p in plans]
+                    rec.dues = dues
+                    self._update(plans, before, rec, subject)
+                    changed += 1
+        return changed
+
+    def due_soon_from(self, due: int, window_days: int) -> int:
+        """The instant from which a case due at ``due`` is due soon (by working days of
+        the office calendar, whatever the ``deadlines`` setting), remembered per due."""
+        key = (due, window_days)
+        found = self._soon.get(key)
+        if found is None:
+            found = self._soon[key] = due_soon_from(due, window_days, self.office_calendar)
+        return found
 
     def add(self, event: Event, mask: int, seq: int) -> None:
         """Record one accepted event with the mask of the conditions it matched.
@@ -547,12 +626,16 @@ class CaseState:
     state: str  # "due_soon" or "overdue"
     due: int
     opened: int
+    since: int  # the instant the case entered ``state``: its due, or when due soon began
 
 
 def open_cases(book: CaseBook, kpi: Kpi, as_of: int, window_days: int) -> list[CaseState]:
-    """Every case of ``kpi`` (any year) not ended at ``as_of`` that is due soon or overdue."""
+    """Every case of ``kpi`` (any year) not ended at ``as_of`` that is due soon or overdue.
+
+    Due soon (kpis.md): ``as_of < due`` and the last allowed day is on or before the
+    ``window_days``-th working day after ``as_of``'s local date.
+    """
     index = book.deadline_index[kpi.id]
-    window = window_days * US_PER_DAY
     found = []
     recs = book.cases[kpi.population.type]
     items: Iterable[tuple[str, CaseRec]] = (
@@ -562,10 +645,9 @@ def open_cases(book: CaseBook, kpi: Kpi, as_of: int, window_days: int) -> list[C
         if rec.open_us is None or rec.open_us > as_of or not rec.open_mask & kpi.population.mask:
             continue
         due = rec.dues[index]
-        if as_of < due - window:
-            continue
-        if deadline_outcome(rec, kpi, due, as_of).ended:
+        since = due if as_of >= due else book.due_soon_from(due, window_days)
+        if as_of < since or deadline_outcome(rec, kpi, due, as_of).ended:
             continue
         state = "overdue" if as_of >= due else "due_soon"
-        found.append(CaseState(kpi.id, subject, state, due, rec.open_us))
+        found.append(CaseState(kpi.id, subject, state, due, rec.open_us, since))
     return found

@@ -13,19 +13,33 @@ implemented in :mod:`bsc_rules.measures.cases`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
+from bsc_rules.calendar import roc_year
 from bsc_rules.errors import Problem, RuleFileError
 from bsc_rules.events import EVENT_TYPES, FOLLOW_UP_OF, PERIOD_TYPES, FieldSpec
 from bsc_rules.matching.condition import Condition, Scalar
-from bsc_rules.rules.sourcemap import load_and_validate
+from bsc_rules.officecal import OfficeCalendar
+from bsc_rules.rules.sourcemap import load_and_validate, load_yaml, validate
 
 SectionCode = Literal["registration", "records", "general_affairs", "director"]
 Year = Annotated[int, Field(ge=1912, le=2200)]
+Day = Annotated[date, Field(ge=date(1912, 1, 1), le=date(2200, 12, 31))]
 Number = StrictInt | Annotated[float, Field(allow_inf_nan=False)]
 
 
@@ -59,6 +73,27 @@ class OfficeParameters(_Strict):
     warning_window_days: Annotated[int, Field(ge=0, le=60)] = 2
 
 
+class Closure(_Strict):
+    """A whole-day closure of the office (typhoon day 停止上班): a day off."""
+
+    date: Day
+    reason: str = ""
+
+
+def _closure(value: Any) -> Any:
+    """A closure written as a bare date is a closure without a reason."""
+    return value if isinstance(value, dict) else {"date": value}
+
+
+ClosureEntry = Annotated[Closure, BeforeValidator(_closure)]
+
+
+class ClosuresFile(_Strict):
+    """``closures.yaml`` beside the rules: the deployment's city-wide closures."""
+
+    closures: list[ClosureEntry] = []
+
+
 class OfficeFile(_Strict):
     office: OfficeInfo
     mission: str
@@ -68,6 +103,9 @@ class OfficeFile(_Strict):
     themes: dict[str, Named]
     perspectives: dict[Literal["C", "P", "L", "F"], Named]
     parameters: OfficeParameters = OfficeParameters()
+    # kpis.md "Per-case deadlines": move a last allowed day off days off, or not
+    deadlines: Literal["working_day_end", "calendar"] = "calendar"
+    closures: list[ClosureEntry] = []
 
     @model_validator(mode="after")
     def _all_sections(self) -> OfficeFile:
@@ -333,10 +371,40 @@ class RuleSet:
     conditions: tuple[Condition, ...]
     directory: Path
     field_needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    city_closures: tuple[Closure, ...] = ()  # closures.yaml beside the rules
+    calendar: OfficeCalendar = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        days = [c.date for c in (*self.city_closures, *self.office.closures)]
+        object.__setattr__(self, "calendar", OfficeCalendar(days))
 
     @property
     def code(self) -> str:
         return self.office.office.code
+
+    @property
+    def deadline_calendar(self) -> OfficeCalendar | None:
+        """The calendar a last allowed day moves by (``working_day_end``), else None."""
+        return self.calendar if self.office.deadlines == "working_day_end" else None
+
+    def calendar_years(self) -> set[int]:
+        """The years the rules speak of: the strategy year, targets, closures."""
+        years = {self.office.office.strategy_year}
+        years.update(day.year for day in self.calendar.closures)
+        for kpi in self.kpis.values():
+            years.update(kpi.spec.targets)
+        return years
+
+    def calendar_warnings(self, years: Iterable[int] = ()) -> list[str]:
+        """One warning per year (of the rules, and ``years``) without calendar data."""
+        unknown = sorted(
+            y for y in self.calendar_years() | set(years) if not OfficeCalendar.known(y)
+        )
+        return [
+            f"{roc_year(y)}年（{y}）的行事曆資料不明：國定假日照常放假，"
+            "但調整放假日與補行上班日未知，期限可能不正確。"
+            for y in unknown
+        ]
 
     def warning_window_days(self, kpi: Kpi) -> int:
         value = kpi.spec.parameters.get("warning_window_days")
@@ -382,6 +450,7 @@ def _field_needs(kpis: dict[str, Kpi]) -> dict[str, tuple[str, ...]]:
 
 
 OFFICE_FILE = "office.yaml"
+CLOSURES_FILE = "closures.yaml"
 
 
 def default_rules_dir() -> Path:
@@ -397,12 +466,14 @@ def load_ruleset(directory: Path | None = None) -> RuleSet:
         raise RuleFileError([problem])
     problems: list[Problem] = []
     office_path = directory / OFFICE_FILE
-    office = _load(OfficeFile, office_path, problems) if office_path.exists() else None
+    office = _load_closing(OfficeFile, office_path, problems) if office_path.exists() else None
     if office is None and not office_path.exists():
         problems.append(Problem(str(office_path), None, None, "", "office file is missing"))
+    closures_path = directory / CLOSURES_FILE
+    city = _load_closing(ClosuresFile, closures_path, problems) if closures_path.exists() else None
     loaded = []
     for path in sorted(directory.glob("*.yaml")):
-        if path.name != OFFICE_FILE:
+        if path.name not in (OFFICE_FILE, CLOSURES_FILE):
             spec = _load(KpiFile, path, problems)
             if spec is not None:
                 loaded.append((spec, path))
@@ -413,7 +484,29 @@ def load_ruleset(directory: Path | None = None) -> RuleSet:
     kpis = {
         spec.id: compiler.kpi(spec, path) for spec, path in sorted(loaded, key=lambda x: x[0].id)
     }
-    return RuleSet(office, kpis, tuple(compiler.conditions), directory, _field_needs(kpis))
+    closures = tuple(city.closures) if city is not None else ()
+    fields = _field_needs(kpis)
+    return RuleSet(office, kpis, tuple(compiler.conditions), directory, fields, closures)
+
+
+def _load_closing(model: Any, path: Path, problems: list[Problem]) -> Any:
+    """Load a file with a ``closures`` list; a date listed twice is a located problem."""
+    try:
+        located = load_yaml(path)
+        result = validate(model, located, path)
+    except RuleFileError as exc:
+        problems.extend(exc.problems)
+        return None
+    seen: dict[date, int] = {}
+    before = len(problems)
+    for i, closure in enumerate(result.closures):
+        if closure.date in seen:
+            line, col = located.position(("closures", i))
+            first = located.position(("closures", seen[closure.date]))[0]
+            text = f"{closure.date} is listed twice (first on line {first})"
+            problems.append(Problem(str(path), line, col, f"closures[{i}]", text))
+        seen.setdefault(closure.date, i)
+    return result if len(problems) == before else None
 
 
 def _load(model: Any, path: Path, problems: list[Problem]) -> Any:
