@@ -116,9 +116,9 @@ def test_table_is_for_people(tmp_path: Path) -> None:
 
 
 def test_a_later_year_is_refused(year_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--year after the year of --as-of exits 1 with a message naming both."""
+    """--year after the year of --as-of is a bad argument (exit 2), naming both."""
     code, _ = run(["evaluate", str(year_file), "--as-of", AS_OF, "--year", "2018"])
-    assert code == 1
+    assert code == 2
     assert "--year 2018 is after the year of --as-of (2017)" in capsys.readouterr().err
 
 
