@@ -44,7 +44,7 @@ EXIT_CODES = f"""exit status (evaluate, ingest, status, replay):
   {BAD_ARGUMENTS}    bad arguments (e.g. an --as-of without offset, a --year after --as-of)
   {FAILED}    it could not run (unreadable file, invalid rules or settings, database error)
   {INTERRUPTED}  interrupted (Ctrl-C); ingest keeps what it had stored and says so
-  {BROKEN_PIPE}  standard output was closed early (e.g. | head); nothing is printed
+  {BROKEN_PIPE}  standard output was closed early (e.g. | head); it ends quietly
 other commands exit {OK} on success, {BAD_ARGUMENTS} on bad arguments and {FAILED} on failure."""
 
 
