@@ -40,6 +40,17 @@ class RuleFileError(BscRulesError):
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
+class SettingsError(BscRulesError):
+    """The settings (``bsc-rules.toml`` and ``BSC_RULES_*``) are invalid; ``problems``
+    lists every problem found, each located ``file:line: key: ...`` where the file says it."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in the settings"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
 class EventError(BscRulesError):
     """An event failed validation; see :class:`bsc_rules.events.Rejection` for the details."""
 

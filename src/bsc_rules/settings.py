@@ -7,6 +7,8 @@ password in the file is refused, so no secret is ever committed with the setting
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,7 +22,7 @@ from pydantic_settings import (
 
 from bsc_rules.alerts.lifecycle import Policy
 from bsc_rules.calendar import US_PER_DAY
-from bsc_rules.errors import Problem, RuleFileError, UsageError
+from bsc_rules.errors import Problem, SettingsError, UsageError
 
 SETTINGS_FILE = Path("bsc-rules.toml")
 Address = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$")]
@@ -113,38 +115,110 @@ def _toml_path() -> Path | None:
     return path if path is not None and path.exists() else None
 
 
-def _refuse_file_password(path: Path | None) -> None:
+def _read_toml(path: Path | None) -> str | None:
+    """The file's text, checked: valid TOML (else located) and without a password."""
     if path is None or not path.exists():
-        return
+        return None
     import tomllib
 
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RuleFileError(
-            [Problem(str(path), None, None, "", f"not valid TOML: {exc}")]
-        ) from None
+        text = path.read_text(encoding="utf-8")
+        data: dict[str, Any] = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise SettingsError([Problem(str(path), None, None, "", f"not UTF-8: {exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        at = _TOML_AT.search(str(exc))
+        line, col = (int(at["line"]), int(at["col"])) if at else (None, None)
+        message = f"not valid TOML: {_TOML_AT.sub('', str(exc))}"
+        raise SettingsError([Problem(str(path), line, col, "", message)]) from None
     smtp = data.get("smtp", {})
-    if "smtp_password" in data or (isinstance(smtp, dict) and "password" in smtp):
-        msg = f"{path}: the SMTP password is read only from BSC_RULES_SMTP_PASSWORD, never a file"
-        raise UsageError(msg)
+    for key, present in (
+        ("smtp_password", "smtp_password" in data),
+        ("smtp.password", isinstance(smtp, dict) and "password" in smtp),
+    ):
+        if present:
+            message = "the SMTP password is read only from BSC_RULES_SMTP_PASSWORD, never a file"
+            raise SettingsError([_located(path, text, (key,), message)])
+    return text
+
+
+_TOML_AT = re.compile(r"\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)")
+_TABLE = re.compile(r"^\[\[?\s*(?P<name>[^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^(?P<key>[A-Za-z0-9_\-.\"' ]+?)\s*=")
+
+
+def _dotted(key: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in key.split("."))
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """The line of each table and key of a TOML text, by dotted path (``smtp.port``).
+
+    ``tomllib`` keeps no positions; a settings file is simple enough to scan by line.
+    """
+    lines: dict[str, int] = {}
+    table = ""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if header := _TABLE.match(line):
+            table = _dotted(header["name"])
+            lines.setdefault(table, number)
+        elif key := _KEY.match(line):
+            name = _dotted(key["key"])
+            lines.setdefault(f"{table}.{name}" if table else name, number)
+    return lines
+
+
+def _located(path: Path, text: str | None, loc: tuple[Any, ...], message: str) -> Problem:
+    """A problem at the line of the longest part of ``loc`` found in the file."""
+    field = ".".join(str(p) for p in loc)
+    lines = key_lines(text) if text is not None else {}
+    for end in range(len(loc), 0, -1):
+        line = lines.get(".".join(str(p) for p in loc[:end]))
+        if line is not None:
+            return Problem(str(path), line, None, field, message)
+    return Problem(str(path), None, None, field, message)
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the settings model accepts under ``loc`` (empty when not a model)."""
+    model: Any = Settings
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        model = info.annotation if info is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message, with a did-you-mean for an unknown key."""
+    loc = tuple(error["loc"])
+    if error["type"] != "extra_forbidden" or not loc:
+        return str(error["msg"])
+    close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
+    return "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from ``path`` (default ``./bsc-rules.toml`` if present) and the environment."""
+    """Settings from ``path`` (default ``./bsc-rules.toml`` if present) and the environment.
+
+    Raises :class:`~bsc_rules.errors.SettingsError` naming ``file:line: key`` for each
+    problem (the line where the file sets the key; none when it came from the environment).
+    """
     path = path if path is not None else SETTINGS_FILE
     if path != SETTINGS_FILE and not path.exists():
         msg = f"settings file {path} not found"
         raise UsageError(msg)
-    _refuse_file_password(path)
+    text = _read_toml(path)
     _current_file[0] = path
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = [
-            Problem(str(path), None, None, ".".join(str(p) for p in e["loc"]), e["msg"])
+            _located(path, text, tuple(e["loc"]), _message(e))
             for e in exc.errors(include_url=False)
         ]
-        raise RuleFileError(problems) from None
+        raise SettingsError(problems) from None
     finally:
         _current_file[0] = None

@@ -116,9 +116,9 @@ def test_table_is_for_people(tmp_path: Path) -> None:
 
 
 def test_a_later_year_is_refused(year_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--year after the year of --as-of exits 1 with a message naming both."""
+    """--year after the year of --as-of is a bad argument (exit 2), naming both."""
     code, _ = run(["evaluate", str(year_file), "--as-of", AS_OF, "--year", "2018"])
-    assert code == 1
+    assert code == 2
     assert "--year 2018 is after the year of --as-of (2017)" in capsys.readouterr().err
 
 
@@ -180,3 +180,14 @@ def test_console_script_runs() -> None:
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "evaluate" in result.stdout
+
+
+def test_check_warns_for_a_year_without_calendar_data() -> None:
+    """`check` passes but warns when this year (or a year of the rules) has no calendar
+    data: bridge days off and make-up Saturdays are then unknown (kpis.md)."""
+    code, out = run(["check"], clock=FakeClock(datetime(2031, 3, 1, tzinfo=TAIPEI)))
+    assert code == 0
+    assert "規則檔檢查通過" in out
+    assert "警告：120年（2031）的行事曆資料不明" in out
+    code, out = run(["check"], clock=FakeClock(datetime(2017, 3, 1, tzinfo=TAIPEI)))
+    assert "警告" not in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,27 @@ def test_outbox_lists_what_was_sent(replayed: tuple[Path, Path]) -> None:
     assert files
     assert out.count("sent") == len(files)
     assert run(["outbox", "--db", str(db), "--retry"])[0] == 0  # nothing parked: a no-op
+
+
+def test_outbox_retry_prints_what_it_requeued(replayed: tuple[Path, Path], tmp_path: Path) -> None:
+    """The listing shows Message-IDs; --retry prints the ids it put back, not the outbox."""
+    db, _ = replayed
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    with sqlite3.connect(copy) as conn:
+        [(parked,)] = conn.execute(
+            "SELECT message_id FROM outbox ORDER BY created_us LIMIT 1"
+        ).fetchall()
+        conn.execute("UPDATE outbox SET status = 'parked' WHERE message_id = ?", (parked,))
+    code, listing = run(["outbox", "--db", str(copy), "--status", "parked"])
+    assert code == 0
+    assert parked in listing.replace("\n", "")
+    code, out = run(["outbox", "--db", str(copy), "--retry"])
+    assert code == 0
+    assert "已重新排入寄送佇列：1 封" in out
+    assert parked in out
+    assert "sent" not in out  # not the whole outbox
 
 
 @pytest.mark.parametrize(

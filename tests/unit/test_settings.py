@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bsc_rules.calendar import US_PER_DAY
-from bsc_rules.errors import RuleFileError, UsageError
-from bsc_rules.settings import load_settings
+from bsc_rules.errors import RuleFileError, SettingsError, UsageError
+from bsc_rules.settings import key_lines, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "bsc-rules.example.toml"
 
@@ -38,8 +38,9 @@ def test_password_in_a_file_is_refused(tmp_path: Path) -> None:
     """A password written in the settings file is refused with a pointer to the variable."""
     path = tmp_path / "bsc-rules.toml"
     path.write_text('[smtp]\nhost = "mail"\npassword = "oops"\n')
-    with pytest.raises(UsageError, match="BSC_RULES_SMTP_PASSWORD"):
+    with pytest.raises(SettingsError, match="BSC_RULES_SMTP_PASSWORD") as info:
         load_settings(path)
+    assert str(info.value.problems[0]).startswith(f"{path}:3: smtp.password: ")
 
 
 @pytest.mark.parametrize(
@@ -56,8 +57,10 @@ def test_bad_settings_name_the_field(tmp_path: Path, text: str, field: str) -> N
     """Invalid settings report the file and the field."""
     path = tmp_path / "bsc-rules.toml"
     path.write_text(text)
-    with pytest.raises(RuleFileError) as info:
+    with pytest.raises(SettingsError) as info:
         load_settings(path)
+    assert not isinstance(info.value, RuleFileError)
+    assert "problems in the rule files" not in str(info.value)
     assert any(p.field == field and p.path == str(path) for p in info.value.problems)
 
 
@@ -65,3 +68,46 @@ def test_missing_settings_file(tmp_path: Path) -> None:
     """An explicit settings file that does not exist is an error."""
     with pytest.raises(UsageError, match="not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_settings_errors_are_located_with_a_did_you_mean(tmp_path: Path) -> None:
+    """Each problem names file:line: key; an unknown key gets the closest known one."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text(
+        '# office settings\nsender = "bsc@datong.example.org"\ntick_minuts = 5\n\n'
+        '[smtp]\nhost = "mail"\nprot = 25\n\n[digest]\nhour = 30\n'
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    lines = sorted(str(p) for p in info.value.problems)
+    assert lines == [
+        f"{path}:10: digest.hour: Input should be less than or equal to 23",
+        f"{path}:3: tick_minuts: unknown key; did you mean 'tick_minutes'?",
+        f"{path}:7: smtp.prot: unknown key; did you mean 'port'?",
+    ]
+    assert str(info.value).startswith("3 problems in the settings:")
+
+
+def test_invalid_toml_is_a_located_settings_error(tmp_path: Path) -> None:
+    """A file that is not TOML names its line and column."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text('sender = "a@b.c"\n[smtp\nport = 25\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    problem = info.value.problems[0]
+    assert (problem.path, problem.line) == (str(path), 2)
+    assert "not valid TOML" in problem.message
+
+
+def test_key_lines_follow_tables_and_dotted_keys() -> None:
+    """The scanner finds keys under tables, dotted keys and quoted parts."""
+    text = 'a = 1\n[smtp]\n"host" = "x"\n\n[alerts]\nkpi_repeat_days=3\n[x.y]\nz.w = 1\n'
+    assert key_lines(text) == {
+        "a": 1,
+        "smtp": 2,
+        "smtp.host": 3,
+        "alerts": 5,
+        "alerts.kpi_repeat_days": 6,
+        "x.y": 7,
+        "x.y.z.w": 8,
+    }

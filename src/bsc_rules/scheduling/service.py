@@ -50,6 +50,7 @@ from bsc_rules.store.db import transaction
 from bsc_rules.store.lock import ServiceLock
 
 __all__ = [
+    "LogFormatter",
     "Service",
     "TickResult",
     "digest_trigger",
@@ -309,18 +310,38 @@ def _signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(number, old)
 
 
+class LogFormatter(logging.Formatter):
+    """``2017-03-23T08:00:00.123+08:00 INFO datong message``: the time is the injected
+    clock's (not the record's wall-clock time), in Asia/Taipei; then the level and office."""
+
+    def __init__(self, clock: Clock, office: str = "-") -> None:
+        super().__init__()
+        self.clock, self.office = clock, office
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = self.clock.now().astimezone(TAIPEI).isoformat(timespec="milliseconds")
+        line = f"{moment} {record.levelname} {self.office} {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 @contextmanager
-def _stderr_log() -> Iterator[None]:
+def _stderr_log(clock: Clock, office: str = "-") -> Iterator[LogFormatter]:
+    """The package's log lines (every ``bsc_rules`` logger: the service's, the mailer's)
+    on standard error, formatted by :class:`LogFormatter`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bsc-rules run：%(message)s"))
-    level = log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    formatter = LogFormatter(clock, office)
+    handler.setFormatter(formatter)
+    package = logging.getLogger("bsc_rules")
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
     try:
-        yield
+        yield formatter
     finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
+        package.removeHandler(handler)
+        package.setLevel(level)
 
 
 def serve(
@@ -335,8 +356,9 @@ def serve(
     """
     clock = clock if clock is not None else SystemClock()
     stop = stop if stop is not None else threading.Event()
-    with _stderr_log(), _signals(stop):
+    with _stderr_log(clock) as formatter, _signals(stop):
         service = Service(settings, clock)
+        formatter.office = service.pipeline.card.rules.code
         try:
             _run(service, settings, clock, stdin, stop)
         except _Stopped:

@@ -1,0 +1,192 @@
+"""The notification commands: replay, render, outbox, ack, history, run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bsc_rules.calendar import to_us
+from bsc_rules.cli._common import (
+    OK,
+    BadArguments,
+    Context,
+    add_rules,
+    add_settings,
+    command,
+    exit_for,
+    instant,
+    lines,
+    load,
+)
+from bsc_rules.cli._output import out, rejections, table, when
+from bsc_rules.errors import UsageError
+from bsc_rules.privacy import mask_text
+
+if TYPE_CHECKING:
+    from bsc_rules.notify.mailer import Mailer
+    from bsc_rules.settings import Settings
+    from bsc_rules.store.sqlite import SQLiteStore
+
+KINDS = ("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
+
+
+def register(sub: Any) -> None:
+    replay = command(sub, "replay", _replay, "replay events on their own time and send the mail")
+    replay.add_argument("events", type=Path)
+    replay.add_argument("--until", type=instant, required=True, help="RFC 3339 instant")
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("--smtp", help="HOST:PORT of an SMTP server")
+    target.add_argument("--maildir", type=Path, help="write the mail into this Maildir")
+    replay.add_argument("--db", type=Path, help="state database (default: a temporary one)")
+    add_rules(replay)
+    add_settings(replay)
+    render = command(sub, "render", _render, "preview a notification template")
+    render.add_argument("kind", choices=KINDS)
+    render.add_argument(
+        "--example", action="store_true", required=True, help="with the shipped sample data"
+    )
+    render.add_argument("--part", choices=("text", "html"), default="text")
+    outbox = command(sub, "outbox", _outbox, "list the outbox; retry undeliverable mail")
+    outbox.add_argument("--status", choices=("pending", "sent", "parked"))
+    outbox.add_argument(
+        "--retry",
+        nargs="?",
+        const="*",
+        metavar="MESSAGE_ID",
+        help="put parked mail back in the queue (all, or one)",
+    )
+    add_settings(outbox, db=True)
+    ack = command(sub, "ack", _ack, "acknowledge an alert: repeats and escalation stop")
+    ack.add_argument("alert", help="alert key, e.g. case:BP1.1:BS1060412003 or kpi:2017:AP2.1")
+    ack.add_argument("--note", required=True)
+    add_settings(ack, db=True)
+    history = command(sub, "history", _history, "alert transitions and notifications")
+    history.add_argument("--kpi")
+    history.add_argument("--case")
+    add_settings(history, db=True)
+    run = command(sub, "run", _run, "start the service (scheduler, ingest, alerts, mail)")
+    add_settings(run, db=True)
+
+
+def _mailer(args: argparse.Namespace) -> Mailer:
+    from bsc_rules.notify.mailer import MaildirMailer, SmtpMailer
+
+    if args.maildir is not None:
+        return MaildirMailer(args.maildir)
+    host, _, port = args.smtp.rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"--smtp: expected HOST:PORT, got {args.smtp!r}"
+        raise BadArguments(msg)
+    return SmtpMailer(host, int(port), security="none")
+
+
+def _replay(args: argparse.Namespace, ctx: Context) -> int:
+    import tempfile
+
+    from bsc_rules.alerts.pipeline import open_pipeline
+    from bsc_rules.scheduling.replay import replay
+
+    mailer = _mailer(args)
+    settings = load(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = args.db or Path(tmp) / "replay.db"
+        pipeline = open_pipeline(settings, db)
+        try:
+            summary = replay(lines(args.events), to_us(args.until), pipeline, mailer)
+        finally:
+            pipeline.card.close()
+    ingest = summary.ingest
+    out(
+        ctx.console,
+        f"重播完成：事件 {ingest.accepted} 筆（重複 {ingest.duplicates}、"
+        f"退回 {ingest.rejected}），評估 {summary.ticks} 次，"
+        f"寄出通知 {len(summary.sent)} 封，無法投遞 {len(summary.undeliverable)} 封。",
+    )
+    rejections(ctx.console, ingest.rejections, ingest.rejected)
+    return exit_for(ingest.rejected)
+
+
+def _render(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.notify.examples import example, preview
+
+    mail = example(args.kind)
+    write = ctx.console.file.write
+    if args.part == "text":
+        write(mask_text(f"郵件主旨：{mail.subject}\n收件者：{', '.join(mail.to)}\n\n"))
+    write(mask_text(preview(args.kind, args.part)) + "\n")
+    return OK
+
+
+def _open_db(args: argparse.Namespace) -> tuple[Settings, SQLiteStore]:
+    from bsc_rules.store.sqlite import SQLiteStore
+
+    settings = load(args)
+    if not settings.database.exists():
+        msg = f"database {settings.database} does not exist"
+        raise UsageError(msg)
+    return settings, SQLiteStore(settings.database)
+
+
+def _outbox(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.notify.outbox import Outbox
+
+    _, store = _open_db(args)
+    try:
+        outbox = Outbox(store.connection)
+        if args.retry is not None:  # what was put back, not the whole outbox
+            only = None if args.retry == "*" else args.retry
+            again = outbox.retry(only, now_us=to_us(ctx.clock.now()))
+            out(ctx.console, f"已重新排入寄送佇列：{len(again)} 封。")
+            for message_id in again:
+                out(ctx.console, f"  {message_id}")
+            return OK
+        rows = [
+            (i.status, when(i.created_us), i.message_id, i.subject, ", ".join(i.recipients),
+             str(i.attempts), i.last_error or "")
+            for i in outbox.items(args.status)
+        ]  # fmt: skip
+    finally:
+        store.close()
+    headers = ("狀態", "建立時間", "Message-ID", "主旨", "收件者", "嘗試", "錯誤")
+    ctx.console.print(table(headers, rows, whole=("Message-ID",)))
+    return OK
+
+
+def _ack(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.alerts.table import AlertTable
+
+    _, store = _open_db(args)
+    try:
+        now = to_us(ctx.clock.now())
+        rec = AlertTable(store.connection).acknowledge(args.alert, args.note, now)
+    finally:
+        store.close()
+    out(ctx.console, f"已確認警示 {rec.key}（{rec.state}）：{args.note}；不再重複通知及陳報。")
+    return OK
+
+
+def _history(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.alerts.table import AlertTable
+
+    _, store = _open_db(args)
+    try:
+        found = AlertTable(store.connection).history(args.kpi, args.case)
+        rows = [
+            (when(int(str(at))), str(key), str(event), str(state or ""), str(recipients or ""),
+             str(note or ""))
+            for at, key, event, state, _mid, recipients, note in found
+        ]  # fmt: skip
+    finally:
+        store.close()
+    ctx.console.print(table(("時間", "警示", "事件", "狀態", "收件者", "備註"), rows))
+    return OK
+
+
+def _run(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.scheduling.service import serve
+
+    stdin = None if sys.stdin.isatty() else sys.stdin.buffer
+    serve(load(args), clock=ctx.clock, stdin=stdin)
+    return OK

@@ -1,0 +1,168 @@
+"""The scorecard commands: check, evaluate, status, ingest, rejected, simulate."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bsc_rules.calendar import TAIPEI
+from bsc_rules.cli._common import (
+    INTERRUPTED,
+    OK,
+    Context,
+    Interrupt,
+    add_rules,
+    binary_stdout,
+    check_year,
+    command,
+    exit_for,
+    instant,
+    lines,
+    matcher,
+    require_db,
+)
+from bsc_rules.cli._output import (
+    FileProgress,
+    out,
+    print_report,
+    rejections,
+    stderr,
+    table,
+    write_json,
+)
+from bsc_rules.rules.ruleset import load_ruleset
+from bsc_rules.scorecard import IngestSummary, Scorecard
+
+
+def register(sub: Any) -> None:
+    check = command(sub, "check", _check, "validate a rule folder and report every problem")
+    check.add_argument(
+        "rules", nargs="?", type=Path, help="rule folder (default: the project's rules/)"
+    )
+    evaluate = command(sub, "evaluate", _evaluate, "report on a JSON Lines file of events")
+    evaluate.add_argument("events", type=Path, help="CloudEvents JSON Lines file")
+    evaluate.add_argument("--as-of", type=instant, required=True, help="RFC 3339 instant")
+    status = command(sub, "status", _status, "report on the events stored in a database")
+    status.add_argument("--db", type=Path, required=True, help="SQLite event log")
+    status.add_argument("--as-of", type=instant, help="RFC 3339 instant (default: now)")
+    for cmd in (evaluate, status):
+        cmd.add_argument(
+            "--year", type=int, help="the year to report (default: the year of --as-of)"
+        )
+        cmd.add_argument("--format", choices=("table", "json"), default="table")
+        add_rules(cmd)
+    ingest = command(sub, "ingest", _ingest, "store a JSON Lines file of events (idempotent)")
+    ingest.add_argument("events", type=Path)
+    ingest.add_argument("--db", type=Path, required=True)
+    add_rules(ingest)
+    rejected = command(sub, "rejected", _rejected, "list the rejected events kept in a database")
+    rejected.add_argument("--db", type=Path, required=True, help="SQLite event log")
+    rejected.add_argument("--format", choices=("table", "json"), default="table")
+    simulate = command(sub, "simulate", _simulate, "write a realistic year of events (JSONL)")
+    simulate.add_argument(
+        "--office", action="append", help="office code (repeatable; default datong)"
+    )
+    simulate.add_argument("--year", type=int, default=2017)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--out", type=Path, help="output file ('-' or none: standard output)")
+
+
+def _check(args: argparse.Namespace, ctx: Context) -> int:
+    rules = load_ruleset(args.rules)
+    out(
+        ctx.console,
+        f"規則檔檢查通過：{rules.office.office.name}（{rules.code}），"
+        f"KPI {len(rules.kpis)} 項，事件條件 {len(rules.conditions)} 條。",
+    )
+    today = ctx.clock.now().astimezone(TAIPEI).year
+    for warning in rules.calendar_warnings([today]):  # years of the rules and this one
+        out(ctx.console, f"警告：{warning}")
+    return OK
+
+
+def _evaluate(args: argparse.Namespace, ctx: Context) -> int:
+    check_year(args, args.as_of)
+    rules = load_ruleset(args.rules)
+    with Scorecard(rules, matcher=matcher(args)) as card:
+        summary = card.ingest_lines(lines(args.events), origin=args.events.name)
+        report = card.report(args.as_of, args.year)
+    print_report(report, rules, args.format, ctx.console)
+    rejections(
+        ctx.console if args.format == "table" else stderr(), summary.rejections, summary.rejected
+    )
+    return exit_for(report.rejected)
+
+
+def _status(args: argparse.Namespace, ctx: Context) -> int:
+    as_of = args.as_of or ctx.clock.now()
+    check_year(args, as_of)
+    rules = load_ruleset(args.rules)
+    require_db(args.db)
+    with Scorecard.open(args.db, rules, matcher=matcher(args)) as card:
+        report = card.report(as_of, args.year)
+    print_report(report, rules, args.format, ctx.console)
+    if report.rejected and args.format == "table":
+        out(ctx.console, f"退回明細：bsc-rules rejected --db {args.db}")
+    return exit_for(report.rejected)
+
+
+def _ingest(args: argparse.Namespace, ctx: Context) -> int:
+    rules = load_ruleset(args.rules)
+    size = args.events.stat().st_size if args.events.exists() else 0
+    with (
+        Interrupt() as interrupt,
+        FileProgress(size) as progress,
+        Scorecard.open(args.db, rules, matcher=matcher(args)) as card,
+    ):
+        source = lines(args.events, progress, stop=interrupt)
+        summary = card.ingest_lines(source, origin=args.events.name)
+    if interrupt.requested:
+        out(ctx.console, f"已中斷（{args.db}）：{_counts(summary)}，均已存入；其餘各行未匯入。")
+        return INTERRUPTED
+    out(ctx.console, f"匯入完成（{args.db}）：{_counts(summary)}。")
+    rejections(ctx.console, summary.rejections, summary.rejected)
+    if summary.rejected:
+        out(ctx.console, f"  退回事件均已保存於資料庫：bsc-rules rejected --db {args.db}")
+    return exit_for(summary.rejected)
+
+
+def _counts(summary: IngestSummary) -> str:
+    return (
+        f"新增 {summary.accepted} 筆，重複 {summary.duplicates} 筆（已略過），"
+        f"退回 {summary.rejected} 筆"
+    )
+
+
+def _rejected(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.store.sqlite import SQLiteStore
+
+    require_db(args.db)
+    store = SQLiteStore(args.db)
+    try:
+        rows = store.rejections()
+    finally:
+        store.close()
+    if args.format == "json":
+        keys = ("origin", "line", "id", "field", "reason")
+        write_json(ctx.console, [dict(zip(keys, (o, ln or None, i, f, r), strict=True))
+                                 for o, ln, i, f, r in rows])  # fmt: skip
+        return OK
+    headers = ("來源", "行", "事件編號", "欄位", "原因")
+    shown = [(o, str(ln or "—"), i or "—", f or "—", r) for o, ln, i, f, r in rows]
+    ctx.console.print(table(headers, shown))
+    out(ctx.console, f"退回事件：{len(rows)}筆（{args.db}）")
+    return OK
+
+
+def _simulate(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.dev.simulate import simulate, write_jsonl
+
+    events = simulate(year=args.year, seed=args.seed, offices=tuple(args.office or ["datong"]))
+    if args.out is None or str(args.out) == "-":
+        write_jsonl(events, binary_stdout(ctx.stdout))  # type: ignore[arg-type]
+        return OK
+    with args.out.open("wb") as handle:
+        count = write_jsonl(events, handle)
+    out(stderr(), f"已產生 {count} 筆事件：{args.out}")
+    return OK
