@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bsc_rules.authoring import commands as authoring
 from bsc_rules.calendar import (
     from_us,
     last_allowed_day,
@@ -96,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--out", type=Path, help="output file (default: standard output)")
     _notification_commands(sub)
+    authoring.add_test_parser(sub)
+    authoring.add_whatif_parser(sub)
     return parser
 
 
@@ -467,6 +470,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Clock], int]] = {
     "status": _cmd_status,
     "ingest": _cmd_ingest,
     "simulate": _cmd_simulate,
+    "test": lambda args, console, clock: authoring.run_test(args, console),
+    "whatif": lambda args, console, clock: authoring.run_whatif(args, console),
 }
 
 
