@@ -45,6 +45,7 @@ class Outcome:
     rules: Path
     reports: list[Report] = field(default_factory=list)  # one per instant compared
     mails: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, recipient)
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (alert key, kind)
     names: dict[str, str] = field(default_factory=dict)  # KPI id -> name
 
 
@@ -73,6 +74,15 @@ class WhatIf:
         keys = sorted(set(self.a.mails) | set(self.b.mails))
         return [(kind, to, self.a.mails[(kind, to)], self.b.mails[(kind, to)]) for kind, to in keys]
 
+    def alert_rows(self) -> list[tuple[str, str, int, int]]:
+        """``(alert key, kind, under A, under B)`` for the alert notices whose counts differ."""
+        keys = sorted(set(self.a.alerts) | set(self.b.alerts))
+        rows = [
+            (key, kind, self.a.alerts[(key, kind)], self.b.alerts[(key, kind)])
+            for key, kind in keys
+        ]
+        return [row for row in rows if row[2] != row[3]]
+
     def case_rows(self) -> list[tuple[int, str, str, str | None, str | None]]:
         """``(instant, kpi, subject, state under A, state under B)`` where they differ."""
         rows = []
@@ -99,6 +109,10 @@ class WhatIf:
             "mails": [
                 {"kind": k, "recipient": to, "a": na, "b": nb, "differs": na != nb}
                 for k, to, na, nb in self.mail_rows()
+            ],
+            "alerts": [
+                {"key": key, "kind": kind, "a": na, "b": nb}
+                for key, kind, na, nb in self.alert_rows()
             ],
             "cases": [
                 {"as_of": iso(at), "kpi": kpi, "subject": s, "a": x, "b": y}
@@ -158,6 +172,8 @@ def run_side(
             outcome.reports = [card.report_at(at, year_of(at)) for at in instants]
             outcome.names = {k: v.spec.name for k, v in card.rules.kpis.items()}
             for item in pipeline.outbox.items():
+                if item.alert_key is not None:
+                    outcome.alerts[(item.alert_key, item.kind)] += 1
                 for to in item.recipients:
                     outcome.mails[(item.kind, to)] += 1
         finally:

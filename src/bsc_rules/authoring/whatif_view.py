@@ -85,6 +85,7 @@ def print_table(result: WhatIf, console: Console) -> None:
     console.print(table)
     console.print("各月相同的KPI：" + ("、".join(same) or "無"), markup=False)
     _mail_table(result, console)
+    _alert_table(result, console)
     _case_table(result, console)
 
 
@@ -95,6 +96,19 @@ def _mail_table(result: WhatIf, console: Console) -> None:
     for kind, to, na, nb in result.mail_rows():
         diff = "" if na == nb else f"{nb - na:+d}"
         table.add_row(MAIL_KIND.get(kind, kind), to, str(na), str(nb), diff)
+    console.print(table)
+
+
+def _alert_table(result: WhatIf, console: Console) -> None:
+    rows = result.alert_rows()
+    if not rows:
+        console.print("警示通知：兩組規則相同。", markup=False)
+        return
+    table = Table(title="通知次數不同的警示")
+    for header in ("警示", "類別", "A", "B"):
+        table.add_column(header, justify="right" if header in ("A", "B") else "left")
+    for key, kind, na, nb in rows:
+        table.add_row(mask_text(key), MAIL_KIND.get(kind, kind), str(na), str(nb))
     console.print(table)
 
 
@@ -122,25 +136,35 @@ table { border-collapse: collapse; margin: .5em 0; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; font-size: .9em; text-align: left; }
 th { background: #f0f0f0; } td.num { text-align: right; }
 tr.differs td { background: #fff6d6; } .same { color: #888; }
+td.chg { font-weight: bold; text-decoration: underline; } .summary { font-weight: bold; }
 .met, .on_track { color: #1a7f37; } .at_risk { color: #9a6700; font-weight: bold; }
 .breached { color: #cf222e; font-weight: bold; } .no_data, .no_target { color: #888; }
 </style></head><body>
 <h1>假設分析（截至 {{ until }}）</h1>
 <p>事件檔：{{ events }}<br>A：{{ a }}<br>B：{{ b }}</p>
+<p class="summary">有差異的KPI：{{ changed | join("、") or "無" }}；
+通知郵件不同：{{ mails | selectattr("differs") | list | length }} 列；
+狀態不同的案件：{{ cases | length }} 件。</p>
 <h2>KPI 各月狀態（月底）</h2>
 <table><tr><th>KPI</th><th>名稱</th><th>月底</th><th>A 狀態</th><th>A 實際值</th>
 <th>A 目標值</th><th>B 狀態</th><th>B 實際值</th><th>B 目標值</th></tr>
 {% for row in kpis %}<tr class="{{ 'differs' if row.differs else '' }}"><td>{{ row.kpi }}</td>
 <td>{{ row.name }}</td><td>{{ row.when }}</td>
 {% for c in (row.a, row.b) %}<td class="{{ c.status }}">{{ c.label }}</td>
-<td class="num">{{ c.value }}</td>
-<td class="num">{{ c.target }}</td>{% endfor %}</tr>
+<td class="num{{ ' chg' if row.differs and row.a.value != row.b.value }}">{{ c.value }}</td>
+<td class="num{{ ' chg' if row.differs and row.a.target != row.b.target }}">{{ c.target }}</td>
+{% endfor %}</tr>
 {% endfor %}</table>
 <h2>通知郵件（依類別及收件者，封數）</h2>
 <table><tr><th>類別</th><th>收件者</th><th>A</th><th>B</th></tr>
-{% for m in mails %}<tr class="{{ 'differs' if m.a != m.b else '' }}"><td>{{ m.kind }}</td>
+{% for m in mails %}<tr class="{{ 'differs' if m.differs else '' }}"><td>{{ m.kind }}</td>
 <td>{{ m.to }}</td><td class="num">{{ m.a }}</td><td class="num">{{ m.b }}</td></tr>
 {% endfor %}</table>
+<h2>通知次數不同的警示</h2>
+{% if alerts %}<table><tr><th>警示</th><th>類別</th><th>A</th><th>B</th></tr>
+{% for x in alerts %}<tr class="differs"><td>{{ x.key }}</td><td>{{ x.kind }}</td>
+<td class="num">{{ x.a }}</td><td class="num">{{ x.b }}</td></tr>{% endfor %}</table>
+{% else %}<p class="same">兩組規則相同。</p>{% endif %}
 <h2>狀態不同的案件（月底）</h2>
 {% if cases %}<table><tr><th>月底</th><th>KPI</th><th>案號</th><th>A</th><th>B</th></tr>
 {% for c in cases %}<tr><td>{{ c.when }}</td><td>{{ c.kpi }}</td><td>{{ c.subject }}</td>
@@ -178,12 +202,16 @@ def render_html(result: WhatIf) -> str:
         for at, ca, cb in cells
     ]
     mails = [
-        {"kind": MAIL_KIND.get(k, k), "to": to, "a": na, "b": nb}
+        {"kind": MAIL_KIND.get(k, k), "to": to, "a": na, "b": nb, "differs": na != nb}
         for k, to, na, nb in result.mail_rows()
     ]
     cases = [
         {"when": _when(at), "kpi": k, "subject": s, "a": CASE_STATE[x], "b": CASE_STATE[y]}
         for at, k, s, x, y in result.case_rows()
+    ]
+    alerts = [
+        {"key": key, "kind": MAIL_KIND.get(kind, kind), "a": na, "b": nb}
+        for key, kind, na, nb in result.alert_rows()
     ]
     template = Environment(autoescape=True).from_string(_TEMPLATE)
     page = template.render(
@@ -192,7 +220,9 @@ def render_html(result: WhatIf) -> str:
         events=str(result.events),
         until=_when(result.until),
         kpis=kpis,
+        changed=sorted({row["kpi"] for row in kpis if row["differs"]}),
         mails=mails,
+        alerts=alerts,
         cases=cases,
     )
     return mask_text(page)
