@@ -129,4 +129,4 @@ def test_the_command(tmp_path: Path) -> None:
     cp = data["kpis"]["CP1.1"][0]
     assert (cp["a"]["target"], cp["b"]["target"]) == (80, FLOOR)
     assert (cp["a"]["status"], cp["b"]["status"]) == ("at_risk", "at_risk")  # a value of 0
-    assert main(["whatif", str(events), "--rules", str(RULES)]) == 1
+    assert main(["whatif", str(events), "--rules", str(RULES)]) == 2

@@ -17,6 +17,7 @@ from xml.etree import ElementTree as ET
 from rich.console import Console
 
 from bsc_rules.authoring.ruletest import Runner, Suite, selector
+from bsc_rules.authoring.testfile import shown
 from bsc_rules.errors import UsageError
 from bsc_rules.privacy import mask_text
 from bsc_rules.rules.ruleset import default_rules_dir
@@ -43,12 +44,18 @@ def add_test_parser(sub: Any) -> None:
     )
 
 
+def _bad_arguments(command: str, text: str) -> int:
+    """Say what is wrong with the arguments (on standard error); exit status 2."""
+    errors = Console(stderr=True, soft_wrap=True)
+    errors.print(mask_text(f"bsc-rules {command}: 錯誤：{text}"), highlight=False, markup=False)
+    return 2
+
+
 def run_test(args: argparse.Namespace, console: Console) -> int:
     try:
         only = selector(args.run)
     except re.error as exc:
-        msg = f"--run: not a valid regular expression: {exc}"
-        raise UsageError(msg) from None
+        return _bad_arguments("test", f"--run: not a valid regular expression: {exc}")
     paths = args.paths or [(args.rules or default_rules_dir()) / "tests"]
     suite = Runner(args.rules).run(paths, only)
     print_suite(suite, console)
@@ -73,7 +80,8 @@ def print_suite(suite: Suite, console: Console) -> None:
         + (f"，測試檔錯誤 {len(suite.problems)} 處" if suite.problems else ""),
         "green" if suite.exit_code == 0 else "red",
     )
-    for folder, kpis in suite.uncovered().items():
+    for path, kpis in suite.uncovered().items():
+        folder = shown(Path(path))
         if kpis:
             _out(console, f"未受測試涵蓋的KPI（{folder}）：{', '.join(kpis)}", "yellow")
         else:
@@ -155,8 +163,8 @@ def run_whatif(args: argparse.Namespace, console: Console) -> int:
     from bsc_rules.privacy import mask_value
 
     if len(args.rules) != 2:
-        msg = f"--rules: give exactly two rule folders (A and B), got {len(args.rules)}"
-        raise UsageError(msg)
+        count = len(args.rules)
+        return _bad_arguments("whatif", f"--rules: give two rule folders (A, B), got {count}")
     until = None if args.until is None else to_us(args.until)
     result = what_if(args.events, args.rules[0], args.rules[1], until, args.settings)
     if args.format == "table" and args.out is None:
