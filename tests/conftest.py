@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -47,3 +49,72 @@ def jsonl(events: list[dict[str, Any]]) -> bytes:
 def rules() -> RuleSet:
     """The project's own rule set (rules/)."""
     return load_ruleset()
+
+
+# ---------------------------------------------------------------- rule test files
+# The shipped rule tests (rules/tests/*.test.yaml) run as pytest items, one per named
+# test, whenever this folder is collected (`make test`): pytest offers this conftest
+# itself to pytest_collect_file, and the collector hangs the rule test files off it.
+
+RULE_TESTS = Path(__file__).resolve().parents[1] / "rules" / "tests"
+
+
+class RuleTestFailure(Exception):
+    """A rule test whose expectations did not hold (the diff is the message)."""
+
+
+class RuleTestFile(pytest.File):
+    """One ``*.test.yaml``: its named tests as items; a bad file fails as one item."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from bsc_rules.authoring.testfile import load_tests
+        from bsc_rules.errors import RuleFileError
+
+        try:
+            loaded = load_tests(self.path)
+        except RuleFileError as exc:
+            yield RuleTestItem.from_parent(self, name="(test file)", loaded=None, error=str(exc))
+            return
+        for index, case in enumerate(loaded.model.tests):
+            yield RuleTestItem.from_parent(self, name=case.name, loaded=loaded, index=index)
+
+
+class RuleTestItem(pytest.Item):
+    """One named rule test, run by the same runner as `bsc-rules test`."""
+
+    def __init__(
+        self, *, loaded: Any, index: int = 0, error: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.loaded, self.index, self.error = loaded, index, error
+
+    def runtest(self) -> None:
+        from bsc_rules.authoring.ruletest import Runner
+
+        if self.error is not None:
+            raise RuleTestFailure(self.error)
+        result = Runner().run_case(self.loaded, self.index)
+        if not result.passed:
+            raise RuleTestFailure(result.explain())
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, RuleTestFailure):
+            return f"rule test {self.name!r} failed:\n{excinfo.value}"
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"rule test: {self.name}"
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path == Path(__file__).resolve() and RULE_TESTS.is_dir():
+        return RuleTestDir.from_parent(parent, path=RULE_TESTS)
+    return None
+
+
+class RuleTestDir(pytest.Directory):
+    """rules/tests/, collected from this conftest."""
+
+    def collect(self) -> Iterator[pytest.Collector]:
+        for path in sorted(self.path.glob("*.test.yaml")):
+            yield RuleTestFile.from_parent(self, path=path)
