@@ -221,3 +221,22 @@ def test_rows_after_reads_by_pages(pg_url: str, monkeypatch: pytest.MonkeyPatch)
     assert [json.loads(b)["id"] for _, b in rows] == [f"e{n}" for n in range(10)]
     assert store.written == {seq for seq, _ in rows}
     store.close()
+
+
+def test_writers_of_one_office_take_turns(pg_url: str) -> None:
+    """While another transaction writes to the office, a write waits (here: times out,
+    storing nothing), so seqs commit in order and rows_after never skips a row; another
+    office is not held up."""
+    datong, wanhua = PostgresStore(pg_url, "datong"), PostgresStore(pg_url, "wanhua")
+    datong.connection.execute("SET lock_timeout = '50ms'")
+    with psycopg.connect(pg_url, autocommit=True) as other, other.transaction():
+        other.execute(pg_schema.OFFICE_WRITE_LOCK, ("datong",))
+        with pytest.raises(StoreError, match="lock timeout"):
+            datong.append(parsed(ev()))
+        with pytest.raises(StoreError, match="lock timeout"):
+            datong.append_batch([parsed(ev())])
+        assert wanhua.append(parsed(ev())) == "accepted"
+    assert datong.count() == 0
+    assert datong.append(parsed(ev())) == "accepted"
+    datong.close()
+    wanhua.close()

@@ -108,3 +108,9 @@ PARTITION_EXISTS = (
     " WHERE i.inhparent = 'events'::regclass AND c.relname = %s"
 )
 PARTITION_CREATE = "CREATE TABLE {name} PARTITION OF events FOR VALUES IN ({office})"
+
+# Every write to an office's log takes this lock first, for the transaction: the writers of
+# one office take turns, so its seqs are committed in their order and "rows after seq N"
+# is a cursor that never skips a row (concurrent transactions would commit a lower seq
+# after a reader had moved past it). The office's one service writes; others rarely.
+OFFICE_WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7262381))"

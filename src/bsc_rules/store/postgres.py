@@ -176,6 +176,7 @@ class PostgresStore:
         body, key = event.body, (_text(event.source), _text(event.id))
         row = (self.office, *key, event.type, event.time_us, _text(event.subject))
         with self._errors(), self._conn.transaction():
+            self._conn.execute(pg_schema.OFFICE_WRITE_LOCK, (self.office,))
             got = self._conn.execute(_INSERT_ONE, (*row, content_digest(body), body)).fetchone()
             if got is None:
                 standing = self._conn.execute(
@@ -193,6 +194,7 @@ class PostgresStore:
             return []
         self._check_office(batch)
         with self._errors(), self._conn.transaction():
+            self._conn.execute(pg_schema.OFFICE_WRITE_LOCK, (self.office,))
             self._stage(batch)
             params = {"office": self.office}
             inserted = {
