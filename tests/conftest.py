@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import orjson
 import pytest
 
 from bsc_rules.rules.ruleset import RuleSet, load_ruleset
+from tests import pg
 
 _ids = itertools.count(1)
 
@@ -118,3 +120,42 @@ class RuleTestDir(pytest.Directory):
     def collect(self) -> Iterator[pytest.Collector]:
         for path in sorted(self.path.glob("*.test.yaml")):
             yield RuleTestFile.from_parent(self, path=path)
+
+
+# ---------------------------------------------------------------- PostgreSQL (tests/pg.py)
+
+_pg_dbs = itertools.count(1)
+
+
+def _no_postgres(reason: str) -> None:
+    """In CI a missing PostgreSQL fails the run; elsewhere its tests are skipped."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL to test against: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg.Cluster]:
+    """One PostgreSQL server for the session: BSC_RULES_TEST_PG, else a throwaway cluster."""
+    try:
+        import psycopg  # noqa: F401  (the driver must be there too)
+    except ImportError:
+        _no_postgres("psycopg is not installed (pip install -e '.[dev]')")
+    try:
+        with pg.cluster() as cluster:
+            yield cluster
+    except pg.PgUnavailable as exc:
+        _no_postgres(str(exc))
+
+
+@pytest.fixture
+def pg_url(pg_cluster: pg.Cluster) -> Iterator[str]:
+    """The URL of a database of this test's own, dropped afterwards."""
+    import psycopg
+
+    name = f"bsc_test_{os.getpid()}_{next(_pg_dbs)}"
+    with psycopg.connect(pg_cluster.admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield pg_cluster.url(name)
+    with psycopg.connect(pg_cluster.admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
