@@ -9,7 +9,7 @@ It wires the stages: events in → validated (:mod:`events`) → stored
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +87,21 @@ class Scorecard:
     def open(cls, db: Path | str, rules: RuleSet | None = None, matcher: str = "auto") -> Scorecard:
         """A scorecard over a SQLite event log, its state rebuilt by replaying the log."""
         return cls(rules, store=SQLiteStore(db), matcher=matcher)
+
+    def reread_calendar(self) -> int:
+        """Re-read the office calendar from the rule folder (the office file's closures
+        and ``deadlines``, and ``closures.yaml``: an operator adds a typhoon day) and move
+        the dues of open and closed cases with it; the KPIs themselves stay as loaded.
+        Return how many cases' dues changed. A rule folder that no longer loads raises
+        :class:`~bsc_rules.errors.RuleFileError` and changes nothing."""
+        fresh = load_ruleset(self.rules.directory)
+        office = self.rules.office.model_copy(
+            update={"closures": fresh.office.closures, "deadlines": fresh.office.deadlines}
+        )
+        rules = replace(self.rules, office=office, city_closures=fresh.city_closures)
+        changed = self.book.recalendar(rules)
+        self.rules = rules
+        return changed
 
     def refresh(self) -> int:
         """Apply events that other writers appended to the log; return how many."""

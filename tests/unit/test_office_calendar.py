@@ -317,6 +317,25 @@ def test_a_closure_added_later_moves_open_and_closed_cases(rules: RuleSet, tmp_p
     assert card.book.recalendar(typhoon) == 0  # the same calendar again: nothing moves
 
 
+def test_the_scorecard_rereads_closures_from_its_rule_folder(tmp_path: Path) -> None:
+    """An operator adds a typhoon day to closures.yaml: re-reading moves the open case's
+    due (the service does this before every evaluation); a broken file changes nothing."""
+    rules = rules_with(tmp_path, "closures: []\n", "closures: []\n")
+    card = Scorecard(rules, matcher="python")
+    card.ingest(event("birth_subsidy.applied", "2017-03-15T10:00:00+08:00", "BS1", {"amount": 1}))
+    as_of = "2017-03-23T12:00:00+08:00"
+    assert cases(card, as_of) == [("BS1", "overdue", "2017-03-23T00:00:00+08:00")]
+    assert card.reread_calendar() == 0
+    city = rules.directory / "closures.yaml"
+    city.write_text("closures: [{date: 2017-03-22, reason: 颱風停止上班}]\n", encoding="utf-8")
+    assert card.reread_calendar() == 1
+    assert cases(card, as_of) == [("BS1", "due_soon", "2017-03-24T00:00:00+08:00")]
+    city.write_text("closures: [{date: 2017-02-30}]\n", encoding="utf-8")
+    with pytest.raises(RuleFileError):
+        card.reread_calendar()
+    assert cases(card, as_of) == [("BS1", "due_soon", "2017-03-24T00:00:00+08:00")]
+
+
 # ------------------------------------------------------------------ the rule files
 
 

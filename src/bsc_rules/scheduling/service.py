@@ -41,6 +41,7 @@ from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped
 from bsc_rules.alerts.pipeline import Pipeline, open_pipeline
 from bsc_rules.calendar import TAIPEI, iso, roc_year, to_us
 from bsc_rules.clock import Clock, SystemClock
+from bsc_rules.errors import BscRulesError
 from bsc_rules.notify.mailer import Mailer, SmtpMailer
 from bsc_rules.privacy import mask_text
 from bsc_rules.scheduling.schedule import Schedule, missed_months, run_tick
@@ -193,12 +194,24 @@ class Service:
         """One scheduled run at ``now``: pick up others' events, then what replay does."""
         with self._lock:
             picked = self.pick_up()
+            self._reread_calendar()
             queued, sent, parked = run_tick(
                 self.pipeline, self.schedule, self.mailer, now, self.started(now)
             )
         for message_id in parked:
             _warn(f"郵件無法投遞，已擱置：{message_id}")
         return TickResult(picked, tuple(queued), tuple(sent), tuple(parked))
+
+    def _reread_calendar(self) -> None:
+        """Closures are re-read before every evaluation (kpis.md); a broken rule folder
+        keeps the calendar as it was and says why."""
+        try:
+            moved = self.pipeline.card.reread_calendar()
+        except BscRulesError as exc:
+            _warn(f"行事曆重新讀取失敗，沿用原設定：{exc}")
+            return
+        if moved:
+            _info(f"行事曆已更新（停止上班日等）：{moved} 件案件期限隨之調整")
 
     def scheduled(self) -> None:
         """The scheduler's job: a tick at the clock's time; errors are logged, not raised."""
