@@ -137,6 +137,10 @@ def _notification_commands(sub: Any) -> None:
     _settings(history, db=True)
     run = sub.add_parser("run", help="start the service (scheduler, ingest, alerts, mail)")
     _settings(run, db=True)
+    serve = sub.add_parser("serve", help="the HTTP door (CloudEvents in) beside the service")
+    _settings(serve, db=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
 
 
 def _settings(cmd: argparse.ArgumentParser, db: bool = False) -> None:
@@ -455,6 +459,13 @@ def _cmd_run(args: argparse.Namespace, console: Console, clock: Clock) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace, console: Console, clock: Clock) -> int:
+    from bsc_rules.http.serve import serve_http  # needs the `http` extra
+
+    serve_http(_load(args), args.host, args.port, clock)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Clock], int]] = {
     "replay": _cmd_replay,
     "render": _cmd_render,
@@ -462,6 +473,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Clock], int]] = {
     "ack": _cmd_ack,
     "history": _cmd_history,
     "run": _cmd_run,
+    "serve": _cmd_serve,
     "check": _cmd_check,
     "evaluate": _cmd_evaluate,
     "status": _cmd_status,
