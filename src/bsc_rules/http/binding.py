@@ -2,7 +2,7 @@
 
 Three modes: structured (``application/cloudevents+json``: the body is the event),
 binary (a ``ce-specversion`` header: attributes in ``ce-*`` headers, percent-encoded, the
-body is ``data`` and must be ``application/json``) and batched
+body is ``data`` and must be ``application/json``, which becomes ``datacontenttype``) and batched
 (``application/cloudevents-batch+json``: a JSON array of structured events). Request-level
 problems raise :class:`HttpProblem`; the events themselves are validated by
 :mod:`bsc_rules.events` afterwards, one verdict each.
@@ -108,6 +108,7 @@ def _binary(headers: Mapping[str, str], body: bytes) -> Item:
         for name, value in headers.items()
         if name.startswith("ce-") and len(name) > 3
     }
+    obj["datacontenttype"] = JSON  # the binding maps Content-Type to datacontenttype
     if not body.strip():
         return Item(obj=obj)
     try:
