@@ -359,3 +359,76 @@ def test_healthz_and_readyz(live: Live) -> None:
     with live.client(None) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").json() == {"status": "ready"}
+
+
+# ---------------------------------------------------------------- fuzz
+
+
+def _fuzz_bodies() -> Any:
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+    mutated = st.builds(
+        lambda ev, key, value: orjson.dumps({**ev, key: value}),
+        st.builds(lambda n: opened(f"RG106{n:07d}"), st.integers(0, 50)),
+        st.sampled_from(["id", "time", "type", "subject", "office", "data", "source", "extra"]),
+        json_values,
+    )
+    return (
+        st.binary(max_size=300)
+        | mutated
+        | json_values.map(orjson.dumps)
+        | st.builds(lambda items: orjson.dumps(items), st.lists(json_values, max_size=3))
+    )
+
+
+def test_fuzz_no_5xx_and_nothing_stored_from_a_rejected_request(live: Live) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    types = st.sampled_from(
+        [STRUCTURED, BATCH, "application/json", "text/plain", "", f"{STRUCTURED}; x=1"]
+    )
+    tokens = st.sampled_from([TOKENS[0], "wrong", None])
+    extra = st.dictionaries(
+        st.sampled_from(["ce-specversion", "ce-id", "ce-type", "content-encoding", "ce-office"]),
+        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+        max_size=3,
+    )
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(body=_fuzz_bodies(), content_type=types, token=tokens, headers=extra)
+    def one(body: bytes, content_type: str, token: str | None, headers: dict[str, str]) -> None:
+        before = live.stored()
+        with live.client(token) as c:
+            answer = c.post(
+                "/events", content=body, headers={"Content-Type": content_type, **headers}
+            )
+        assert answer.status_code < 500, answer.text
+        after = live.stored()
+        verdicts = _verdicts(answer)
+        if not verdicts:  # a request-level failure: nothing at all stored
+            assert after == before
+            return
+        assert after[0] - before[0] == verdicts.count(201)
+        assert after[1] - before[1] <= verdicts.count(400) + verdicts.count(409)
+
+    one()
+
+
+def _verdicts(answer: httpx.Response) -> list[int]:
+    """The per-event statuses of an answer; [] for a request-level failure."""
+    data = answer.json()
+    if "results" in data:
+        return [r["status"] for r in data["results"]]
+    return [data["status"]] if "status" in data else []
