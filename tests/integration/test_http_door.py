@@ -432,3 +432,36 @@ def _verdicts(answer: httpx.Response) -> list[int]:
     if "results" in data:
         return [r["status"] for r in data["results"]]
     return [data["status"]] if "status" in data else []
+
+
+# ---------------------------------------------------------------- the status page
+
+
+def test_status_page_in_chinese_without_scripts_and_ids_masked(live: Live) -> None:
+    _year(live)
+    planted = "A123456789"  # a valid national id, as a (bad) case subject
+    ev = event("birth_subsidy.applied", "2017-01-16T09:00:00+08:00", planted, {"amount": 20000})
+    basic = httpx.BasicAuth("anyone", TOKENS[0])
+    with live.client(None) as anon, live.client() as c:
+        assert post(c, ev).status_code == 201
+        assert anon.get("/status").status_code == 401
+        assert anon.get("/status").headers["www-authenticate"].startswith("Basic")
+        page = anon.get("/status", auth=basic)
+        report = c.get("/offices/datong/report").json()
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "平衡計分卡" in html
+    assert "<script" not in html.lower()
+    assert planted not in html
+    assert f"即將到期或已逾期之案件（{len(report['cases'])} 件）" in html
+    assert all(kpi in html for kpi in report["kpis"])
+    assert "已逾期" in html
+
+
+def test_readyz_names_a_stopped_scheduler(live: Live) -> None:
+    live.door.scheduler_running = lambda: False
+    with live.client(None) as c:
+        answer = c.get("/readyz")
+    assert answer.status_code == 503
+    assert "scheduler" in answer.json()["error"]

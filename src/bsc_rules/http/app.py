@@ -19,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from bsc_rules.calendar import parse_instant, to_us
@@ -35,6 +35,7 @@ from bsc_rules.http.binding import (
 )
 from bsc_rules.http.door import Busy, Door, Outcome
 from bsc_rules.http.metrics import StateCollector
+from bsc_rules.http.page import build_page, render_page
 from bsc_rules.privacy import mask_text, mask_value
 
 log = logging.getLogger("bsc_rules.http")
@@ -142,7 +143,7 @@ class Handlers:
             raise HttpProblem(
                 401,
                 "a valid token is required",
-                {"WWW-Authenticate": 'Bearer realm="bsc-rules", Basic realm="bsc-rules"'},
+                {"WWW-Authenticate": 'Basic realm="bsc-rules", Bearer realm="bsc-rules"'},
             )
         return caller
 
@@ -184,6 +185,23 @@ class Handlers:
         body = await run_in_threadpool(generate_latest, self.registry)
         return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 
+    async def status_page(self, request: Request) -> Response:
+        try:
+            caller = self._reader(request)
+            if not caller.may_read(self.door.office):
+                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+        except HttpProblem as problem:
+            _access(request, problem.status, None)
+            return _problem(problem)
+        html = await run_in_threadpool(self._page, to_us(self.clock.now()))
+        _access(request, 200, self.door.office)
+        return HTMLResponse(html)
+
+    def _page(self, now_us: int) -> str:
+        with self.door.reading() as card:
+            report = card.report_at(now_us)
+            return render_page(build_page(card.rules, report, self.door.store.connection))
+
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -220,6 +238,7 @@ def create_app(
         Route("/events", h.options_events, methods=["OPTIONS"]),
         Route("/offices/{code}/report", h.report, methods=["GET"]),
         Route("/metrics", h.metrics, methods=["GET"]),
+        Route("/status", h.status_page, methods=["GET"]),
         Route("/healthz", h.healthz, methods=["GET"]),
         Route("/readyz", h.readyz, methods=["GET"]),
         *(extra_routes or []),
