@@ -4,6 +4,7 @@ SQLite file: the binding's three modes, the status codes and their order, tokens
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -364,6 +365,11 @@ def test_healthz_and_readyz(live: Live) -> None:
 # ---------------------------------------------------------------- fuzz
 
 
+def _dumps(value: Any) -> bytes:
+    """JSON as any sender may write it (integers past 64 bits included)."""
+    return json.dumps(value).encode()
+
+
 def _fuzz_bodies() -> Any:
     from hypothesis import strategies as st
 
@@ -375,7 +381,7 @@ def _fuzz_bodies() -> Any:
         max_leaves=12,
     )
     mutated = st.builds(
-        lambda ev, key, value: orjson.dumps({**ev, key: value}),
+        lambda ev, key, value: _dumps({**ev, key: value}),
         st.builds(lambda n: opened(f"RG106{n:07d}"), st.integers(0, 50)),
         st.sampled_from(["id", "time", "type", "subject", "office", "data", "source", "extra"]),
         json_values,
@@ -383,8 +389,8 @@ def _fuzz_bodies() -> Any:
     return (
         st.binary(max_size=300)
         | mutated
-        | json_values.map(orjson.dumps)
-        | st.builds(lambda items: orjson.dumps(items), st.lists(json_values, max_size=3))
+        | json_values.map(_dumps)
+        | st.builds(lambda items: _dumps(items), st.lists(json_values, max_size=3))
     )
 
 
@@ -398,7 +404,8 @@ def test_fuzz_no_5xx_and_nothing_stored_from_a_rejected_request(live: Live) -> N
     tokens = st.sampled_from([TOKENS[0], "wrong", None])
     extra = st.dictionaries(
         st.sampled_from(["ce-specversion", "ce-id", "ce-type", "content-encoding", "ce-office"]),
-        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+        # what a client can send: printable ASCII without surrounding spaces
+        st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12).map(str.strip),
         max_size=3,
     )
 
@@ -465,3 +472,50 @@ def test_readyz_names_a_stopped_scheduler(live: Live) -> None:
         answer = c.get("/readyz")
     assert answer.status_code == 503
     assert "scheduler" in answer.json()["error"]
+
+
+def test_a_chunked_body_past_4_mib_is_413_as_received(live: Live) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(5):
+            yield b" " * (1024 * 1024)
+        yield b"]"
+
+    with live.client() as c:
+        answer = c.post("/events", content=chunks(), headers={"Content-Type": BATCH})
+    assert answer.status_code == 413
+    assert "content-length" not in answer.request.headers  # sent chunked: counted as read
+    assert live.stored() == (0, 0)
+
+
+def test_single_event_rejection_names_no_line(live: Live) -> None:
+    with live.client() as c:
+        answer = post(c, {**opened(), "type": "no.such.type"})
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("event ")
+
+
+def test_tokens_from_the_environment_and_a_secret_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bsc_rules.http.config import HttpConfig
+    from bsc_rules.settings import load_settings
+
+    secret = tmp_path / "tokens"
+    secret.write_text("# office=tokens\ndatong = from-file\nzhongshan=z1,z2\n", encoding="utf-8")
+    monkeypatch.setenv("BSC_RULES_TOKENS__DATONG", "new, old")
+    monkeypatch.setenv("BSC_RULES_TOKENS_FILE", str(secret))
+    monkeypatch.setenv("BSC_RULES_READ_TOKEN", "reader")
+    monkeypatch.setenv("BSC_RULES_HTTP__QUEUE", "7")
+    config = HttpConfig()
+    assert config.office_tokens() == {
+        "datong": ("new", "old", "from-file"),
+        "zhongshan": ("z1", "z2"),
+    }
+    assert config.http.queue == 7
+    book = TokenBook(config.office_tokens(), "reader")
+    assert [book.office_of(t) for t in ("old", "from-file", "z2", "nope", "", None)] == [
+        "datong", "datong", "zhongshan", None, None, None,
+    ]  # fmt: skip
+    assert book.reader("reader") is not None
+    assert load_settings(None).database  # the office settings still load beside these

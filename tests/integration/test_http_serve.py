@@ -46,6 +46,7 @@ class Serve:
 
     tmp: Path
     port: int = field(default_factory=free_port)
+    queue: int = 16
     proc: subprocess.Popen[bytes] | None = None
     runs: int = 0
 
@@ -67,7 +68,7 @@ class Serve:
             **os.environ,
             "BSC_RULES_TOKENS__DATONG": f"{TOKEN},{QUERY_TOKEN}",
             "BSC_RULES_MATCHER": "python",
-            "BSC_RULES_HTTP__QUEUE": "16",
+            "BSC_RULES_HTTP__QUEUE": str(self.queue),
         }
         cmd = [BSC, "serve", "--db", str(self.db), "--port", str(self.port)]
         with (self.tmp / f"serve-{self.runs}.log").open("wb") as out:
@@ -174,10 +175,12 @@ def test_the_official_sdk_as_sender_binary_and_structured(serve: Serve) -> None:
     assert answers == [201, 201, 200]
 
 
-def test_sigkill_mid_load_then_restart_loses_nothing_answered(serve: Serve) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_stopped_mid_load_then_restarted_loses_nothing_answered(serve: Serve, sig: int) -> None:
     """8 senders in batches of 100 (each with 5 deliberate duplicates of others' events),
-    retrying until answered; the server is SIGKILLed mid-load and restarted. Every event
-    answered 2xx is in the log, once, and the report equals an uninterrupted evaluation."""
+    retrying until answered; the server is killed (or stopped) mid-load and restarted.
+    Every event answered 2xx is in the log, once, and the report equals an uninterrupted
+    evaluation; SIGTERM ends with status 0 after answering the requests in flight."""
     events = list(simulate(year=2017, seed=5, offices=("datong",)))[:4000]
     up, progress = threading.Event(), threading.Condition()
     up.set()
@@ -227,7 +230,8 @@ def test_sigkill_mid_load_then_restart_loses_nothing_answered(serve: Serve) -> N
     with progress:
         assert progress.wait_for(lambda: done[0] >= 1500 or failures, 120)
         up.clear()
-    serve.stop(signal.SIGKILL)
+    status = serve.stop(sig)
+    assert status == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
     serve.start()
     up.set()
     for s in senders:
@@ -246,3 +250,41 @@ def test_sigkill_mid_load_then_restart_loses_nothing_answered(serve: Serve) -> N
     argv = ["evaluate", str(log), "--as-of", AS_OF, "--format", "json", "--matcher", "python"]
     assert main(argv, stdout=out) == 0
     assert report == orjson.loads(out.getvalue())
+
+
+def test_overload_is_answered_429_not_timeouts(tmp_path: Path) -> None:
+    """A queue of 1 before the writer and 16 senders of 1,000 events at the same instant:
+    the ones that cannot wait are answered 429 with Retry-After at once; none times out."""
+    server = Serve(tmp_path, queue=1)
+    server.start()
+    events = list(simulate(year=2017, seed=7, offices=("datong",)))[:16000]
+    barrier = threading.Barrier(16)
+    answers: list[httpx.Response] = []
+
+    def sender(k: int) -> None:
+        body = orjson.dumps(events[k * 1000 : (k + 1) * 1000])
+        barrier.wait(60)
+        answers.append(
+            httpx.post(
+                f"{server.url}/events",
+                content=body,
+                headers={
+                    "Content-Type": "application/cloudevents-batch+json",
+                    "Authorization": f"Bearer {TOKEN}",
+                },
+                timeout=60,
+            )
+        )
+
+    try:
+        senders = [threading.Thread(target=sender, args=(k,)) for k in range(16)]
+        for s in senders:
+            s.start()
+        for s in senders:
+            s.join(120)
+    finally:
+        server.stop(signal.SIGKILL)
+    codes = sorted(a.status_code for a in answers)
+    assert len(codes) == 16
+    assert set(codes) == {200, 429}, codes
+    assert all(a.headers["retry-after"] == "1" for a in answers if a.status_code == 429)

@@ -83,7 +83,7 @@ class Handlers:
             declared_length(headers)
             body = await read_limited(request.stream())
             items = items_of(mode, headers, body)
-            outcomes = await self._ingest(items, office)
+            outcomes = await self._ingest(items, office, mode == "batch")
         except HttpProblem as problem:
             _access(request, problem.status, None)
             return _problem(problem)
@@ -105,11 +105,11 @@ class Handlers:
             raise UNAUTHORIZED
         return office
 
-    async def _ingest(self, items: list[Any], office: str) -> list[Outcome]:
+    async def _ingest(self, items: list[Any], office: str, batch: bool) -> list[Outcome]:
         if not items:
             return []
         try:
-            future = self.door.submit(items, office)
+            future = self.door.submit(items, office, batch)
         except Busy:
             raise HttpProblem(
                 429, "the ingest queue is full; retry later", {"Retry-After": RETRY_AFTER}

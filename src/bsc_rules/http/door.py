@@ -94,11 +94,11 @@ class Door:
             else:
                 future.set_result(result)
 
-    def submit(self, items: list[Item], office: str) -> Future[list[Outcome]]:
+    def submit(self, items: list[Item], office: str, batch: bool = False) -> Future[list[Outcome]]:
         """Queue a request's events for the writer; :class:`Busy` when the queue is full."""
         future: Future[list[Outcome]] = Future()
         try:
-            self._jobs.put_nowait((lambda: self.ingest(items, office), future))
+            self._jobs.put_nowait((lambda: self.ingest(items, office, batch), future))
         except queue.Full:
             raise Busy from None
         return future
@@ -110,9 +110,14 @@ class Door:
 
     # ------------------------------------------------------------ ingest
 
-    def ingest(self, items: list[Item], office: str) -> list[Outcome]:
-        """Judge, store in one transaction, then apply: the writer thread's work."""
-        judged = [self._judge(item, number, office) for number, item in enumerate(items, 1)]
+    def ingest(self, items: list[Item], office: str, batch: bool = False) -> list[Outcome]:
+        """Judge, store in one transaction, then apply: the writer thread's work.
+
+        A batch's rejections name their element (``line N``: the N-th of the array)."""
+        judged = [
+            self._judge(item, number if batch else None, office)
+            for number, item in enumerate(items, 1)
+        ]
         valid = [j for j in judged if isinstance(j, Event)]
         before = set(self.store.written)
         try:
@@ -143,7 +148,7 @@ class Door:
             return Outcome("conflict", judged.id, judged.source, str(rejection), "id")
         return Outcome(verdict, judged.id, judged.source)
 
-    def _judge(self, item: Item, number: int, office: str) -> Event | Rejection | Outcome:
+    def _judge(self, item: Item, number: int | None, office: str) -> Event | Rejection | Outcome:
         """An event to store, a rejection to keep, or a 403 (another office: nothing kept)."""
         parsed = _parse(item, number)
         claimed = parsed.office if isinstance(parsed, Event) else _claimed(item, parsed)
@@ -183,7 +188,7 @@ class Door:
         return None if self.scheduler_running() else "scheduler: not running"
 
 
-def _parse(item: Item, number: int) -> Event | Rejection:
+def _parse(item: Item, number: int | None) -> Event | Rejection:
     if item.raw is not None:
         return parse_line(item.raw, number)
     if item.binary_problem is not None:
