@@ -288,3 +288,19 @@ def test_overload_is_answered_429_not_timeouts(tmp_path: Path) -> None:
     assert len(codes) == 16
     assert set(codes) == {200, 429}, codes
     assert all(a.headers["retry-after"] == "1" for a in answers if a.status_code == 429)
+
+
+def test_the_core_stays_light_and_serve_without_the_extra_says_how(tmp_path: Path) -> None:
+    light = (
+        "import sys, bsc_rules, bsc_rules.cli, bsc_rules.scorecard; "
+        "print('starlette' in sys.modules, 'uvicorn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", light], capture_output=True, check=True)
+    assert done.stdout.split() == [b"False", b"False"]
+    hidden = (
+        "import sys; sys.modules['starlette'] = None; from bsc_rules.cli import main; "
+        f"sys.exit(main(['serve', '--db', {str(tmp_path / 'x.db')!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", hidden], capture_output=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "pip install 'bsc-rules[http]'" in done.stderr.decode()
