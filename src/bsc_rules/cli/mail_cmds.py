@@ -68,6 +68,10 @@ def register(sub: Any) -> None:
     add_settings(history, db=True)
     run = command(sub, "run", _run, "start the service (scheduler, ingest, alerts, mail)")
     add_settings(run, db=True)
+    serve = command(sub, "serve", _serve, "the HTTP door (CloudEvents in) beside the service")
+    add_settings(serve, db=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
 
 
 def _mailer(args: argparse.Namespace) -> Mailer:
@@ -181,6 +185,13 @@ def _history(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         store.close()
     ctx.console.print(table(("時間", "警示", "事件", "狀態", "收件者", "備註"), rows))
+    return OK
+
+
+def _serve(args: argparse.Namespace, ctx: Context) -> int:
+    from bsc_rules.http.serve import serve_http  # needs the `http` extra
+
+    serve_http(load(args), args.host, args.port, ctx.clock)
     return OK
 
 

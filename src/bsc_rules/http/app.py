@@ -1,0 +1,246 @@
+"""The Starlette application: ``POST /events``, reports, metrics and health.
+
+:func:`create_app` takes a :class:`~bsc_rules.http.door.Door` (the scorecard behind its
+writer thread), the tokens and a clock; it reads nothing from the environment itself.
+Every answer to ``POST /events`` comes after the commit of what it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from bsc_rules.calendar import parse_instant, to_us
+from bsc_rules.clock import Clock
+from bsc_rules.errors import StoreError
+from bsc_rules.http.auth import Caller, TokenBook, credentials
+from bsc_rules.http.binding import (
+    HttpProblem,
+    declared_length,
+    items_of,
+    mode_of,
+    read_limited,
+)
+from bsc_rules.http.door import Busy, Door, Outcome
+from bsc_rules.http.metrics import StateCollector
+from bsc_rules.http.page import build_page, render_page
+from bsc_rules.privacy import mask_text, mask_value
+
+log = logging.getLogger("bsc_rules.http")
+RETRY_AFTER = "1"
+_SPACED_OFFSET = re.compile(r" (\d{2}:\d{2})$")
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    return Response(body, status, headers, media_type="application/json")
+
+
+def _problem(problem: HttpProblem) -> Response:
+    return _json({"error": mask_text(problem.message)}, problem.status, problem.headers)
+
+
+UNAUTHORIZED = HttpProblem(
+    401, "a valid token is required", {"WWW-Authenticate": 'Bearer realm="bsc-rules"'}
+)
+
+
+class Handlers:
+    """The routes' handlers over one door, token book and clock."""
+
+    def __init__(
+        self,
+        door: Door,
+        tokens: TokenBook,
+        clock: Clock,
+        origins: frozenset[str] = frozenset(),
+        rate: int | None = None,
+    ) -> None:
+        self.door, self.tokens, self.clock = door, tokens, clock
+        self.origins, self.rate = origins, rate
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StateCollector(door, lambda: to_us(clock.now())))
+
+    # ------------------------------------------------------------ writing
+
+    async def post_events(self, request: Request) -> Response:
+        try:
+            office = self._writer(request)
+            headers = request.headers
+            mode = mode_of(headers)
+            declared_length(headers)
+            body = await read_limited(request.stream())
+            items = items_of(mode, headers, body)
+            outcomes = await self._ingest(items, office, mode == "batch")
+        except HttpProblem as problem:
+            _access(request, problem.status, None)
+            return _problem(problem)
+        if mode == "batch":
+            _access(request, 200, office, len(outcomes))
+            return _json({"results": [o.as_json() for o in outcomes]})
+        (outcome,) = outcomes
+        _access(request, outcome.code, office)
+        return _json({**outcome.as_json(), "field": outcome.field}, outcome.code)
+
+    def _writer(self, request: Request) -> str:
+        given = credentials(
+            request.headers.get("authorization"), request.query_params.get("access_token"), False
+        )
+        if given.problem is not None:
+            raise HttpProblem(400, given.problem)
+        office = self.tokens.office_of(given.token)
+        if office is None:
+            raise UNAUTHORIZED
+        return office
+
+    async def _ingest(self, items: list[Any], office: str, batch: bool) -> list[Outcome]:
+        if not items:
+            return []
+        try:
+            future = self.door.submit(items, office, batch)
+        except Busy:
+            raise HttpProblem(
+                429, "the ingest queue is full; retry later", {"Retry-After": RETRY_AFTER}
+            ) from None
+        try:
+            return await asyncio.wrap_future(future)
+        except (StoreError, sqlite3.Error) as exc:
+            log.error(mask_text(f"{self.door.office} database unreachable: {exc}"))
+            raise HttpProblem(
+                503, "the database cannot be reached; nothing was stored", {"Retry-After": "5"}
+            ) from None
+
+    async def options_events(self, request: Request) -> Response:
+        origin = request.headers.get("webhook-request-origin", "").strip()
+        headers = {"Allow": "POST"}
+        if origin and origin in self.origins:
+            headers["WebHook-Allowed-Origin"] = origin
+            headers["WebHook-Allowed-Rate"] = "*" if self.rate is None else str(self.rate)
+        return Response(status_code=200, headers=headers)
+
+    # ------------------------------------------------------------ reading
+
+    def _reader(self, request: Request) -> Caller:
+        given = credentials(
+            request.headers.get("authorization"), request.query_params.get("access_token"), True
+        )
+        if given.problem is not None:
+            raise HttpProblem(400, given.problem)
+        caller = self.tokens.reader(given.token)
+        if caller is None:
+            raise HttpProblem(
+                401,
+                "a valid token is required",
+                {"WWW-Authenticate": 'Basic realm="bsc-rules", Bearer realm="bsc-rules"'},
+            )
+        return caller
+
+    async def report(self, request: Request) -> Response:
+        try:
+            caller = self._reader(request)
+            code = request.path_params["code"]
+            if not caller.may_read(code):
+                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+            if code != self.door.office:
+                raise HttpProblem(404, f"office: no office {code!r} in this deployment")
+            as_of, year = self._when(request)
+        except HttpProblem as problem:
+            _access(request, problem.status, None)
+            return _problem(problem)
+        report = await run_in_threadpool(self.door.report, as_of, year)
+        _access(request, 200, code)
+        return _json(mask_value(report.as_json()))
+
+    def _when(self, request: Request) -> tuple[int, int | None]:
+        query = request.query_params
+        text = query.get("as_of")
+        try:
+            as_of = self.clock.now() if text is None else parse_instant(_plus(text))
+        except ValueError as exc:
+            raise HttpProblem(400, f"as_of: {exc}") from None
+        year = query.get("year")
+        if year is not None and not (year.isdigit() and 1900 <= int(year) <= 9999):
+            raise HttpProblem(400, f"year: expected a year such as 2017, got {year!r}")
+        return to_us(as_of), None if year is None else int(year)
+
+    async def metrics(self, request: Request) -> Response:
+        try:
+            caller = self._reader(request)
+            if not caller.may_read(self.door.office):
+                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+        except HttpProblem as problem:
+            return _problem(problem)
+        body = await run_in_threadpool(generate_latest, self.registry)
+        return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
+
+    async def status_page(self, request: Request) -> Response:
+        try:
+            caller = self._reader(request)
+            if not caller.may_read(self.door.office):
+                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+        except HttpProblem as problem:
+            _access(request, problem.status, None)
+            return _problem(problem)
+        html = await run_in_threadpool(self._page, to_us(self.clock.now()))
+        _access(request, 200, self.door.office)
+        return HTMLResponse(html)
+
+    def _page(self, now_us: int) -> str:
+        with self.door.reading() as card:
+            report = card.report_at(now_us)
+            return render_page(build_page(card.rules, report, self.door.store.connection))
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        problem = await run_in_threadpool(self.door.ready)
+        if problem is None:
+            return _json({"status": "ready"})
+        return _json({"status": "not ready", "error": problem}, 503)
+
+
+def _plus(text: str) -> str:
+    """An unencoded ``+`` before the offset arrives as a space: read it as ``+``."""
+    return _SPACED_OFFSET.sub(r"+\1", text)
+
+
+def _access(request: Request, status: int, office: str | None, count: int | None = None) -> None:
+    """One log line per answer: method, path (never the query: it may hold a token)."""
+    extra = "" if count is None else f" events={count}"
+    log.info(f"{office or '-'} {request.method} {request.url.path} {status}{extra}")
+
+
+def create_app(
+    door: Door,
+    tokens: TokenBook,
+    clock: Clock,
+    origins: frozenset[str] = frozenset(),
+    rate: int | None = None,
+    extra_routes: list[Route] | None = None,
+) -> Starlette:
+    """The ASGI application of the door."""
+    h = Handlers(door, tokens, clock, origins, rate)
+    routes: list[Route] = [
+        Route("/events", h.post_events, methods=["POST"]),
+        Route("/events", h.options_events, methods=["OPTIONS"]),
+        Route("/offices/{code}/report", h.report, methods=["GET"]),
+        Route("/metrics", h.metrics, methods=["GET"]),
+        Route("/status", h.status_page, methods=["GET"]),
+        Route("/healthz", h.healthz, methods=["GET"]),
+        Route("/readyz", h.readyz, methods=["GET"]),
+        *(extra_routes or []),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,211 @@
+"""The door's side of the scorecard: one writer thread, a bounded queue, verdicts.
+
+SQLite has one writer and the scorecard is not thread-safe, so every write goes through
+one thread fed by a bounded queue: a full queue is answered 429 at once rather than
+waited on. A request's events are stored in one transaction (rejections kept in it too),
+and only after the commit are they applied to the scorecard and answered. Reads hold the
+same lock as the writer (the service's lock, shared with the scheduler's ticks).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bsc_rules.errors import StoreError, UsageError
+from bsc_rules.events import Event, Rejection, parse_line, parse_object
+from bsc_rules.http.binding import Item
+from bsc_rules.measures.report import Report
+from bsc_rules.scorecard import CONFLICT, Scorecard
+from bsc_rules.store.db import SCHEMA_VERSION, transaction
+from bsc_rules.store.sqlite import SQLiteStore
+
+ORIGIN = "http"
+CODES = {"accepted": 201, "duplicate": 200, "conflict": 409, "rejected": 400, "forbidden": 403}
+
+
+class Busy(Exception):
+    """The ingest queue is full: answer 429."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one event of a request."""
+
+    status: str  # accepted, duplicate, conflict, rejected, forbidden
+    id: str | None
+    source: str | None
+    error: str | None = None
+    field: str | None = None
+
+    @property
+    def code(self) -> int:
+        return CODES[self.status]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "status": self.code, "error": self.error}
+
+
+class Door:
+    """Ingest and read one office's scorecard on behalf of HTTP requests."""
+
+    def __init__(
+        self,
+        card: Scorecard,
+        lock: AbstractContextManager[Any] | None = None,
+        queue_size: int = 64,
+        scheduler_running: Callable[[], bool] = lambda: True,
+    ) -> None:
+        if not isinstance(card.store, SQLiteStore):
+            msg = "the HTTP door needs a scorecard over a SQLite event log"
+            raise UsageError(msg)
+        self.card, self.store = card, card.store
+        self.office = card.rules.code
+        self.lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
+        self.scheduler_running = scheduler_running
+        self.counts: Counter[str] = Counter()
+        self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue(
+            queue_size
+        )
+        self._thread = threading.Thread(target=self._write_loop, name="bsc-http-writer")
+        self._thread.start()
+
+    # ------------------------------------------------------------ the writer
+
+    def _write_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            work, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                with self.lock:
+                    result = work()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def submit(self, items: list[Item], office: str, batch: bool = False) -> Future[list[Outcome]]:
+        """Queue a request's events for the writer; :class:`Busy` when the queue is full."""
+        future: Future[list[Outcome]] = Future()
+        try:
+            self._jobs.put_nowait((lambda: self.ingest(items, office, batch), future))
+        except queue.Full:
+            raise Busy from None
+        return future
+
+    def close(self) -> None:
+        """Let the writer finish what is queued, then stop it."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    # ------------------------------------------------------------ ingest
+
+    def ingest(self, items: list[Item], office: str, batch: bool = False) -> list[Outcome]:
+        """Judge, store in one transaction, then apply: the writer thread's work.
+
+        A batch's rejections name their element (``line N``: the N-th of the array)."""
+        judged = [
+            self._judge(item, number if batch else None, office)
+            for number, item in enumerate(items, 1)
+        ]
+        valid = [j for j in judged if isinstance(j, Event)]
+        before = self.store.own_writes()
+        try:
+            with transaction(self.store.connection, self.store.path):
+                for j in judged:
+                    if isinstance(j, Rejection):
+                        self.store.reject(j, ORIGIN)
+                verdicts = iter(self.store.append_batch(valid) if valid else [])
+                outcomes = [self._outcome(j, verdicts) for j in judged]
+        finally:  # inside our transaction the store cannot know the commit: applied below
+            for seq in self.store.own_writes() - before:  # from the log, once committed
+                self.store.take_own(seq)
+        self.card.refresh()
+        self.counts.update(o.status for o in outcomes)
+        return outcomes
+
+    def _outcome(self, judged: Event | Rejection | Outcome, verdicts: Iterator[str]) -> Outcome:
+        if isinstance(judged, Outcome):
+            return judged
+        if isinstance(judged, Rejection):
+            return Outcome("rejected", judged.event_id, judged.source, str(judged), judged.field)
+        verdict = next(verdicts)
+        if verdict == "conflict":
+            rejection = Rejection(
+                CONFLICT, field="id", event_id=judged.id, source=judged.source, raw=judged.body
+            )
+            self.store.reject(rejection, ORIGIN)
+            return Outcome("conflict", judged.id, judged.source, str(rejection), "id")
+        return Outcome(verdict, judged.id, judged.source)
+
+    def _judge(self, item: Item, number: int | None, office: str) -> Event | Rejection | Outcome:
+        """An event to store, a rejection to keep, or a 403 (another office: nothing kept)."""
+        parsed = _parse(item, number)
+        claimed = parsed.office if isinstance(parsed, Event) else _claimed(item, parsed)
+        if claimed is not None and claimed != office:
+            error = f"office: this token posts only {office!r}'s events, got {claimed!r}"
+            ident = parsed.id if isinstance(parsed, Event) else parsed.event_id
+            return Outcome("forbidden", ident, parsed.source, error, "office")
+        if isinstance(parsed, Event) and office != self.office:
+            message = f"expected {self.office!r} (this deployment's office), got {office!r}"
+            return Rejection(message, "office", number, parsed.id, parsed.source, parsed.body)
+        return parsed
+
+    # ------------------------------------------------------------ reading
+
+    @contextmanager
+    def reading(self) -> Iterator[Scorecard]:
+        """The scorecard, current with what other processes wrote, under the lock."""
+        with self.lock:
+            self.card.refresh()
+            yield self.card
+
+    def report(self, as_of_us: int, year: int | None = None) -> Report:
+        with self.reading() as card:
+            return card.report_at(as_of_us, year)
+
+    def ready(self) -> str | None:
+        """None when ready, else why not (database, schema, scheduler)."""
+        try:
+            with self.lock:
+                row = self.store.connection.execute(
+                    "SELECT value FROM meta WHERE key = 'schema'"
+                ).fetchone()
+        except (sqlite3.Error, StoreError) as exc:
+            return f"database: cannot be read ({exc})"
+        if row is None or str(row[0]) != str(SCHEMA_VERSION):
+            return f"database: schema {row[0] if row else None}, expected {SCHEMA_VERSION}"
+        return None if self.scheduler_running() else "scheduler: not running"
+
+
+def _parse(item: Item, number: int | None) -> Event | Rejection:
+    if item.raw is not None:
+        return parse_line(item.raw, number)
+    if item.binary_problem is not None:
+        obj = item.obj if isinstance(item.obj, dict) else {}
+        raw = orjson.dumps(obj, default=str)
+        ident, source = obj.get("id"), obj.get("source")
+        return Rejection(item.binary_problem, "data", number, ident, source, raw)
+    return parse_object(item.obj, line=number)
+
+
+def _claimed(item: Item, rejection: Rejection) -> str | None:
+    """The office a rejected event names, if it names one as text."""
+    obj = item.obj
+    if obj is None:
+        try:
+            obj = orjson.loads(rejection.raw)
+        except orjson.JSONDecodeError:
+            return None
+    office = obj.get("office") if isinstance(obj, dict) else None
+    return office if isinstance(office, str) else None

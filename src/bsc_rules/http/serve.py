@@ -1,0 +1,120 @@
+"""``bsc-rules serve``: the HTTP door under uvicorn, beside the service's scheduler.
+
+The service starts as ``bsc-rules run`` starts it (catch-up, then the scheduler); the
+door's writer shares the service's lock. On SIGINT/SIGTERM uvicorn stops accepting,
+answers the requests in flight (their events committed first), then the writer drains
+its queue, the scheduler stops and the database is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from types import FrameType
+
+import uvicorn
+
+from bsc_rules.calendar import TAIPEI
+from bsc_rules.clock import Clock, SystemClock
+from bsc_rules.http.app import create_app
+from bsc_rules.http.auth import TokenBook
+from bsc_rules.http.config import HttpConfig, load_config
+from bsc_rules.http.door import Door
+from bsc_rules.scheduling.service import Service
+from bsc_rules.settings import Settings
+
+log = logging.getLogger("bsc_rules.http")
+
+
+class TaipeiFormatter(logging.Formatter):
+    """``2026-12-04T23:15:00+08:00 INFO message``: ISO 8601 in Taipei time."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, TAIPEI).isoformat(timespec="seconds")
+
+
+@contextmanager
+def _logging() -> Iterator[None]:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TaipeiFormatter("%(asctime)s %(levelname)s %(message)s"))
+    names = ("bsc_rules", "uvicorn.error")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+
+
+@contextmanager
+def _quiet_signals() -> Iterator[None]:
+    """uvicorn re-raises the stopping signal after its graceful shutdown: let it land here
+    (ignored) so that the scheduler and the database are closed after it."""
+    if sys.modules["threading"].current_thread() is not sys.modules["threading"].main_thread():
+        yield
+        return
+
+    def noted(signum: int, frame: FrameType | None) -> None:
+        log.info(f"- stopping on signal {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, noted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def tokens_for(config: HttpConfig, office: str) -> TokenBook:
+    """The deployment's office tokens (others are ignored, with a warning) and the read token."""
+    offices = config.office_tokens()
+    for other in sorted(set(offices) - {office}):
+        log.warning(f"- tokens for office {other!r} ignored: this deployment serves {office!r}")
+    if office not in offices:
+        log.warning(f"- no token for office {office!r} (BSC_RULES_TOKENS__{office.upper()})")
+    read = config.read_token.get_secret_value() if config.read_token is not None else None
+    return TokenBook({office: offices.get(office, ())}, read)
+
+
+def serve_http(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    clock: Clock | None = None,
+    config: HttpConfig | None = None,
+) -> None:
+    """Run the service's scheduler and the HTTP door until SIGINT/SIGTERM."""
+    clock = clock if clock is not None else SystemClock()
+    config = config if config is not None else load_config()
+    with _logging(), _quiet_signals():
+        service = Service(settings, clock)
+        try:
+            service.start()
+            door = Door(
+                service.pipeline.card,
+                service._lock,  # the service's own lock: ticks and writes never overlap
+                config.http.queue,
+                lambda: service.scheduler is not None and bool(service.scheduler.running),
+            )
+            try:
+                app = create_app(
+                    door, tokens_for(config, door.office), clock, config.origins(), config.http.rate
+                )
+                server = uvicorn.Server(
+                    uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+                )
+                server.run()
+            finally:
+                door.close()
+        finally:
+            service.close()
+            log.info("- bsc-rules serve stopped")
