@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import io
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from bsc_rules.cli import main
+from bsc_rules.clock import FakeClock
+from bsc_rules.store.sqlite import SQLiteStore
 from tests.conftest import event, jsonl
 
 
@@ -122,3 +127,63 @@ def test_render_example(kind: str, part: str, fragment: str) -> None:
     code, out = run(["render", kind, "--example", "--part", part])
     assert code == 0
     assert fragment in out
+
+
+def test_comment_notes_reach_the_month_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`comment` keeps every version of a section's note; the month's digest shows the
+    latest entered before it is sent (a note written after it waits for no digest)."""
+    monkeypatch.chdir(tmp_path)
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(
+        jsonl(
+            [
+                event("birth_subsidy.applied", "2017-01-10T10:00:00+08:00", "BS1", {"amount": 1}),
+                event("seal_certificate.issued", "2017-02-02T10:00:00+08:00", "SC1"),
+            ]
+        )
+    )
+    db, maildir = tmp_path / "state.db", tmp_path / "mail"
+
+    def replay(until: str) -> None:
+        argv = ["replay", str(events), "--until", until, "--maildir", str(maildir), "--db", str(db)]
+        assert run([*argv, "--matcher", "python"])[0] == 0
+
+    def comment(text: str, at: str, month: str = "2017-01") -> tuple[int, str]:
+        clock = FakeClock(datetime.fromisoformat(at))
+        argv = ["comment", "BP1.1", "--month", month, "--by", "戶籍登記課 王課長", "--db", str(db)]
+        code = main([*argv, "--text", text], clock=clock, stdout=(out := io.StringIO()))
+        return code, out.getvalue()
+
+    replay("2017-01-31T12:00:00+08:00")
+    code, said = comment("初稿：撥款流程待檢討", "2017-01-31T17:00:00+08:00")
+    assert code == 0
+    assert "106年1月" in said
+    assert comment("已逐案追蹤撥款進度，2月起每日核對。", "2017-01-31T17:30:00+08:00")[0] == 0
+    assert comment("寫於月報寄出之後", "2017-02-01T09:00:00+08:00")[0] == 0
+    code, listing = run(["comment", "BP1.1", "--month", "2017-01", "--db", str(db)])
+    assert code == 0
+    for text in ("初稿：撥款流程待檢討", "已逐案追蹤撥款進度", "寫於月報寄出之後"):
+        assert text in listing  # every version is kept
+    replay("2017-02-01T12:00:00+08:00")
+    digest = next(
+        p.read_text(encoding="utf-8")
+        for p in (maildir / "new").iterdir()
+        if "digest" in p.name and "registration" in p.read_text(encoding="utf-8")
+    )
+    plain = email.message_from_string(digest, policy=email.policy.default)
+    text = plain.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "已逐案追蹤撥款進度，2月起每日核對。（戶籍登記課 王課長，106/01/31）" in text
+    assert "初稿" not in text
+    assert "寫於月報寄出之後" not in text
+
+
+def test_comment_errors_name_the_field(tmp_path: Path) -> None:
+    """A bad month, an unknown KPI or a note without its author is a clear usage error."""
+    db = tmp_path / "state.db"
+    SQLiteStore(db).close()
+    note = ["--db", str(db), "--by", "x", "--text", "y"]
+    assert run(["comment", "BP1.1", "--month", "2017-13", *note])[0] == 1
+    assert run(["comment", "XX9.9", "--month", "2017-01", *note])[0] == 1
+    assert run(["comment", "BP1.1", "--month", "2017-01", "--db", str(db), "--text", "y"])[0] == 1

@@ -20,6 +20,7 @@ from bsc_rules.alerts.lifecycle import AlertRecord
 from bsc_rules.alerts.table import AlertTable
 from bsc_rules.errors import StoreError
 from bsc_rules.notify.outbox import Outbox
+from bsc_rules.rules.ruleset import default_rules_dir
 from bsc_rules.store.db import MIGRATIONS, SCHEMA_VERSION, Migration, migrate, schema_version
 from bsc_rules.store.sqlite import SQLiteStore
 
@@ -81,10 +82,22 @@ def test_a_database_of_the_old_main_upgrades_keeping_every_row(old_db: Path) -> 
     assert all(i.status == "sent" for i in items)
 
 
-def test_the_upgraded_database_reports_what_the_old_main_reported(old_db: Path) -> None:
-    """``status`` on the upgraded file prints the report the old code printed."""
-    done = run_cli("status", "--db", str(old_db), "--as-of", AS_OF, "--format", "json")
-    assert done.returncode == 0, done.stderr
+def test_the_upgraded_database_reports_what_the_old_main_reported(
+    old_db: Path, tmp_path: Path
+) -> None:
+    """``status`` on the upgraded file prints the report the old code printed, under the
+    old code's deadline rule (calendar days: the office file without ``working_day_end``,
+    which later moved dues off days off by design)."""
+    rules = tmp_path / "rules"
+    shutil.copytree(default_rules_dir(), rules, ignore=shutil.ignore_patterns("tests"))
+    office = rules / "office.yaml"
+    text = office.read_text(encoding="utf-8")
+    assert "deadlines: working_day_end" in text
+    office.write_text(text.replace("deadlines: working_day_end", "deadlines: calendar"))
+    done = run_cli(
+        "status", "--db", str(old_db), "--as-of", AS_OF, "--format", "json", "--rules", str(rules)
+    )
+    assert done.returncode == 3, done.stderr  # it ran; the old log holds 2 rejected lines
     expected = json.loads((FIXTURES / "main-42b7987.status.json").read_text(encoding="utf-8"))
     assert json.loads(done.stdout) == expected
     with sqlite3.connect(old_db) as conn:
@@ -124,17 +137,18 @@ def test_a_database_newer_than_the_code_is_refused(old_db: Path) -> None:
 
 def test_an_upgrade_that_fails_leaves_the_database_as_it_was(old_db: Path) -> None:
     """The migrations run in one transaction: a failing step undoes the ones before it."""
+    known = len(MIGRATIONS["sqlite"])
     steps = (
         *MIGRATIONS["sqlite"],
-        Migration(3, "a table", ("CREATE TABLE extra (x INTEGER)",)),
-        Migration(4, "a broken step", ("ALTER TABLE nowhere ADD COLUMN y INTEGER",)),
+        Migration(known + 1, "a table", ("CREATE TABLE extra (x INTEGER)",)),
+        Migration(known + 2, "a broken step", ("ALTER TABLE nowhere ADD COLUMN y INTEGER",)),
     )
     conn = sqlite3.connect(old_db, isolation_level=None)
     with pytest.raises(StoreError, match="nowhere"):
         migrate(conn, old_db, steps)
     assert schema_version(conn) == 1
     assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'extra'").fetchone() is None
-    assert migrate(conn, old_db, steps[:3]) == 3
+    assert migrate(conn, old_db, steps[: known + 1]) == known + 1
     assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'extra'").fetchone()
     conn.close()
 

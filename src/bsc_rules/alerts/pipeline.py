@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy, step
+from bsc_rules.alerts.notes import Notes
 from bsc_rules.alerts.table import AlertTable, message_id
 from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.digest import DigestInputs, build_digests
-from bsc_rules.notify.notices import AlertNotice, kpi_info
+from bsc_rules.notify.notices import AlertNotice, NoteLine, kpi_info
 from bsc_rules.notify.outbox import Outbox
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
@@ -209,14 +210,20 @@ class Pipeline:
         ).fetchone()
         return row is not None
 
-    def digest_inputs(self) -> DigestInputs:
-        """What the digest reads, and nothing more."""
+    def digest_inputs(self, year: int, month: int, now: int) -> DigestInputs:
+        """What the digest of (year, month) sent at ``now`` reads, and nothing more: the
+        notes shown are those entered for the month before ``now``."""
         records = self.alerts.load()
+        notes = Notes(self.conn).for_month(f"{year}-{month:02d}", before=now)
         return DigestInputs(
             card=self.card,
             recipients=self.settings.recipients,  # type: ignore[arg-type]
             items=self.outbox.items(),
             unacknowledged=frozenset(k for k, r in records.items() if not r.acknowledged),
+            notes={
+                kpi: [NoteLine(n.author, n.text, n.at) for n in entries]
+                for kpi, entries in notes.items()
+            },
         )
 
     def send_digests(self, year: int, month: int, now: int) -> list[str]:
@@ -224,7 +231,7 @@ class Pipeline:
         if self.digest_sent(year, month):
             return []
         mails = build_digests(
-            self.digest_inputs(),
+            self.digest_inputs(year, month, now),
             year,
             month,
             office=self.rules.code,

@@ -24,6 +24,7 @@ from bsc_rules.errors import UsageError
 
 if TYPE_CHECKING:
     from bsc_rules.settings import Settings
+    from bsc_rules.store.sqlite import SQLiteStore
 
 OK = 0
 """It ran, and every line was accepted (duplicates included)."""
@@ -203,3 +204,15 @@ def binary_stdout(stdout: IO[str]) -> IO[bytes] | IO[str]:
         stdout.flush()
         return buffer  # type: ignore[no-any-return]
     return stdout
+
+
+def open_db(args: argparse.Namespace) -> tuple[Settings, SQLiteStore]:
+    """The settings and the database a command about stored state works on (it must exist:
+    such a command never creates an empty one)."""
+    from bsc_rules.store.sqlite import SQLiteStore
+
+    settings = load(args)
+    if not settings.database.exists():
+        msg = f"database {settings.database} does not exist"
+        raise UsageError(msg)
+    return settings, SQLiteStore(settings.database)

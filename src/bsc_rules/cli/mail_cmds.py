@@ -19,15 +19,13 @@ from bsc_rules.cli._common import (
     instant,
     lines,
     load,
+    open_db,
 )
 from bsc_rules.cli._output import out, rejections, table, when
-from bsc_rules.errors import UsageError
 from bsc_rules.privacy import mask_text
 
 if TYPE_CHECKING:
     from bsc_rules.notify.mailer import Mailer
-    from bsc_rules.settings import Settings
-    from bsc_rules.store.sqlite import SQLiteStore
 
 KINDS = ("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
 
@@ -123,20 +121,10 @@ def _render(args: argparse.Namespace, ctx: Context) -> int:
     return OK
 
 
-def _open_db(args: argparse.Namespace) -> tuple[Settings, SQLiteStore]:
-    from bsc_rules.store.sqlite import SQLiteStore
-
-    settings = load(args)
-    if not settings.database.exists():
-        msg = f"database {settings.database} does not exist"
-        raise UsageError(msg)
-    return settings, SQLiteStore(settings.database)
-
-
 def _outbox(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.notify.outbox import Outbox
 
-    _, store = _open_db(args)
+    _, store = open_db(args)
     try:
         outbox = Outbox(store.connection)
         if args.retry is not None:  # what was put back, not the whole outbox
@@ -161,7 +149,7 @@ def _outbox(args: argparse.Namespace, ctx: Context) -> int:
 def _ack(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.alerts.table import AlertTable
 
-    _, store = _open_db(args)
+    _, store = open_db(args)
     try:
         now = to_us(ctx.clock.now())
         rec = AlertTable(store.connection).acknowledge(args.alert, args.note, now)
@@ -174,7 +162,7 @@ def _ack(args: argparse.Namespace, ctx: Context) -> int:
 def _history(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.alerts.table import AlertTable
 
-    _, store = _open_db(args)
+    _, store = open_db(args)
     try:
         found = AlertTable(store.connection).history(args.kpi, args.case)
         rows = [

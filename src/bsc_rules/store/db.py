@@ -121,6 +121,20 @@ _ALERTS_AND_OUTBOX = (
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_us)",
 )
 
+# The owner sections' analysis and improvement notes per KPI and month (bsc-rules
+# comment): every entry is kept; the digest shows the latest before it is sent.
+_NOTES = (
+    """CREATE TABLE IF NOT EXISTS notes (
+    seq    INTEGER PRIMARY KEY,
+    kpi    TEXT NOT NULL,
+    month  TEXT NOT NULL,  -- YYYY-MM, the month the note is about
+    author TEXT NOT NULL,
+    text   TEXT NOT NULL,
+    at_us  INTEGER NOT NULL  -- when it was entered
+)""",
+    "CREATE INDEX IF NOT EXISTS notes_month ON notes (month, kpi, seq)",
+)
+
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
         Migration(1, "the event log and its rejected events", _EVENT_LOG),
@@ -130,6 +144,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             _ALERTS_AND_OUTBOX,
             (AddColumn("alerts", "sent", "INTEGER NOT NULL DEFAULT 0"),),
         ),
+        Migration(3, "the sections' notes per KPI and month", _NOTES),
     ),
 }
 SCHEMA_VERSION = len(MIGRATIONS["sqlite"])
