@@ -14,6 +14,7 @@ implemented in :mod:`bsc_rules.measures.cases`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -384,8 +385,9 @@ OFFICE_FILE = "office.yaml"
 
 
 def default_rules_dir() -> Path:
-    """The project's own ``rules/`` folder (beside ``src/`` in a checkout)."""
-    return Path(__file__).resolve().parents[3] / "rules"
+    """The shipped rule files: the package data ``bsc_rules/data/rules`` (in a checkout, a
+    symlink to the repo's ``rules/``, which it resolves to)."""
+    return Path(str(files("bsc_rules") / "data" / "rules")).resolve()
 
 
 def load_ruleset(directory: Path | None = None) -> RuleSet:
