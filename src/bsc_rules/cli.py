@@ -205,7 +205,7 @@ def _case_table(report: Report, rules: RuleSet) -> Table:
 
 def print_report(report: Report, rules: RuleSet, fmt: str, console: Console) -> None:
     if fmt == "json":
-        data = mask_value(report.as_json())
+        data = mask_value(report.as_dict())
         console.file.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     moment = from_us(report.as_of)
