@@ -135,7 +135,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def report_digest(report: Any) -> str:
     """A short digest of a report's JSON: equal digests, equal reports."""
-    return hashlib.sha256(orjson.dumps(report.as_json(), option=orjson.OPT_SORT_KEYS)).hexdigest()[
+    return hashlib.sha256(orjson.dumps(report.as_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()[
         :16
     ]
 
@@ -214,7 +214,7 @@ def case_evaluate(path: str, as_of: str, year: int) -> Result:
         summary = card.ingest_lines(lines_of(path))
         report = card.report_at(instant(as_of), year)
     events = summary.accepted + summary.duplicates + summary.rejected
-    return throughput(events, t, kpis=report.as_json()["kpis"])
+    return throughput(events, t, kpis=report.as_dict()["kpis"])
 
 
 # ---------------------------------------------------------------- the whole alert pipeline

@@ -1,4 +1,5 @@
-"""Shared test helpers: event builders and the project's rule set."""
+"""Shared test helpers: event builders, the project's rule set, and the matchers to test
+(durable_rules only where it imports: not on Python >= 3.13)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from typing import Any
 import orjson
 import pytest
 
+from bsc_rules.matching import durable_available
 from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 from tests import pg
+
+# A test about durable_rules itself skips, with this reason, where it is absent.
+needs_durable = pytest.mark.skipif(
+    not durable_available(), reason="durable_rules is not importable here (Python >= 3.13?)"
+)
+# Parametrise over the matchers: both where durable_rules imports, else python (durable skips).
+MATCHERS = ["python", pytest.param("durable", marks=needs_durable)]
 
 _ids = itertools.count(1)
 

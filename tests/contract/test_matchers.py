@@ -12,8 +12,10 @@ import pytest
 
 from bsc_rules.errors import UsageError
 from bsc_rules.matching import durable as _durable
+from bsc_rules.matching import make_matcher
 from bsc_rules.matching.condition import Condition, Matcher
 from bsc_rules.matching.python import PythonMatcher
+from tests.conftest import MATCHERS, needs_durable
 from tests.matching_cases import poison_durable_actions, reference
 
 LONG = "長" * 5_000 + "x" * 20_000
@@ -87,7 +89,7 @@ def build(kind: str, conditions: Sequence[Condition]) -> Matcher:
     return _durable.DurableMatcher(conditions)
 
 
-@pytest.fixture(params=["python", "durable"])
+@pytest.fixture(params=MATCHERS)
 def make(request: pytest.FixtureRequest) -> Iterator[Callable[[Sequence[Condition]], Matcher]]:
     """Builds matchers of one kind and closes them after the test."""
     built: list[Matcher] = []
@@ -158,6 +160,7 @@ def test_close_twice(make: Callable[[Sequence[Condition]], Matcher]) -> None:
     assert matcher.close() is None
 
 
+@needs_durable
 def test_durable_unusable_after_close() -> None:
     """A closed DurableMatcher refuses to match instead of touching a freed ruleset."""
     matcher = _durable.DurableMatcher(CONDITIONS)
@@ -168,6 +171,7 @@ def test_durable_unusable_after_close() -> None:
         matcher.match("withdrawn", {})
 
 
+@needs_durable
 def test_durable_action_errors_reach_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception inside a durable action is raised by ``match``, not swallowed."""
 
@@ -180,6 +184,7 @@ def test_durable_action_errors_reach_the_caller(monkeypatch: pytest.MonkeyPatch)
     matcher.close()
 
 
+@needs_durable
 def test_durable_builds_and_closes_many() -> None:
     """Building, using and closing 100 DurableMatchers in a row works."""
     for n in range(100):
@@ -188,6 +193,7 @@ def test_durable_builds_and_closes_many() -> None:
         matcher.close()
 
 
+@needs_durable
 def test_durable_close_after_only_unmatched_events() -> None:
     """Closing after events that fired no rule does not crash (durable's delete_state would)."""
     matcher = _durable.DurableMatcher(CONDITIONS)
@@ -196,6 +202,7 @@ def test_durable_close_after_only_unmatched_events() -> None:
     matcher.close()
 
 
+@needs_durable
 def test_durable_leaves_no_thread() -> None:
     """No background thread exists while a DurableMatcher is built, used or closed."""
     before = set(threading.enumerate())
@@ -207,6 +214,7 @@ def test_durable_leaves_no_thread() -> None:
     assert set(threading.enumerate()) == before
 
 
+@needs_durable
 def test_durable_working_memory_is_empty_after_match() -> None:
     """The fact asserted for an event is retracted before ``match`` returns."""
     matcher = _durable.DurableMatcher(CONDITIONS)
@@ -215,6 +223,7 @@ def test_durable_working_memory_is_empty_after_match() -> None:
     matcher.close()
 
 
+@needs_durable
 def test_durable_unknown_type_skips_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """An event type no condition mentions gives 0 without calling durable."""
     matcher = _durable.DurableMatcher(CONDITIONS)
@@ -228,6 +237,7 @@ def test_durable_unknown_type_skips_the_engine(monkeypatch: pytest.MonkeyPatch) 
     matcher.close()
 
 
+@needs_durable
 def test_durable_sees_only_known_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fact handed to durable holds only the id, short tokens and the 'other' sentinel."""
     matcher = _durable.DurableMatcher(CONDITIONS)
@@ -249,6 +259,7 @@ def test_durable_sees_only_known_tokens(monkeypatch: pytest.MonkeyPatch) -> None
     assert seen[1]["f0"] == _durable.OTHER
 
 
+@needs_durable
 def test_durable_emits_no_other_warning() -> None:
     """Building, matching and closing emits no warning but durable's own deprecations."""
     with warnings.catch_warnings(record=True) as caught:
@@ -263,6 +274,7 @@ def test_durable_emits_no_other_warning() -> None:
     assert all(issubclass(w.category, DeprecationWarning) for w in own)
 
 
+@needs_durable
 def test_durable_available_is_cached() -> None:
     """``available()`` is true here and answers from a cache."""
     assert _durable.available() is True
@@ -270,6 +282,7 @@ def test_durable_available_is_cached() -> None:
     assert _durable._engine.cache_info().hits >= 1
 
 
+@needs_durable
 @pytest.mark.parametrize(
     ("conditions", "message"),
     [
@@ -301,6 +314,7 @@ def test_durable_refuses_what_the_engine_cannot_run(
         _durable.DurableMatcher(conditions)
 
 
+@needs_durable
 def test_durable_runs_up_to_its_limits() -> None:
     """511 values on one field and 64 fields matched at once still give exact masks."""
     values = tuple(f"v{i}" for i in range(511))
@@ -310,3 +324,16 @@ def test_durable_runs_up_to_its_limits() -> None:
     assert matcher.match("a", {"f": "v510"}) == 1
     assert matcher.match("b", {f"f{i}": "x" for i in range(64)}) == (1 << 64) - 1
     matcher.close()
+
+
+def test_without_durable_auto_is_python_and_durable_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where durable_rules does not import (Python >= 3.13), ``auto`` is the Python matcher
+    and ``durable`` is refused with a UsageError that says why (checked on any Python)."""
+    monkeypatch.setattr(_durable, "_engine", lambda: None)
+    auto = make_matcher(CONDITIONS, "auto")
+    assert auto.name == "python"
+    auto.close()
+    with pytest.raises(UsageError, match="durable_rules does not import"):
+        make_matcher(CONDITIONS, "durable")

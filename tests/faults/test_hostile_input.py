@@ -286,7 +286,7 @@ def test_good_events_around_bad_ones_are_unaffected(bad: list[Case], slots: list
 
 
 def _without_rejected(card: Scorecard) -> dict[str, Any]:
-    report = card.report_at(END_2017).as_json()
+    report = card.report_at(END_2017).as_dict()
     del report["rejected"]
     return report
 

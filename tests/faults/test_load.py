@@ -69,7 +69,7 @@ def _thread_producer(db: Path, lines: list[bytes], acks: list[tuple[str, Key]]) 
 
 def _report(card: Scorecard) -> dict[str, Any]:
     report = card.report_at(END_2017)
-    return {k: v for k, v in report.as_json().items() if k != "rejected"}
+    return {k: v for k, v in report.as_dict().items() if k != "rejected"}
 
 
 def test_concurrent_producers_lose_and_double_nothing(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from bsc_rules.calendar import TAIPEI
 from bsc_rules.cli import main
 from bsc_rules.clock import FakeClock
-from tests.conftest import event, jsonl
+from tests.conftest import event, jsonl, needs_durable
 
 AS_OF = "2017-06-30T23:59:59+08:00"
 
@@ -57,6 +57,7 @@ def test_evaluate_json_has_the_spec_shape(year_file: Path) -> None:
     assert dues == sorted(dues)
 
 
+@needs_durable
 def test_both_matchers_give_the_same_report(year_file: Path) -> None:
     """--matcher durable and --matcher python print the same JSON."""
     reports = [

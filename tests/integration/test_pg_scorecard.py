@@ -32,11 +32,11 @@ def months() -> list[bytes]:
 def test_report_equals_the_sqlite_one(pg_url: str, tmp_path: Path, rules, months) -> None:
     with Scorecard.open(tmp_path / "office.db", rules, matcher="python") as lite:
         lite_sum = lite.ingest_lines(months, origin="m.jsonl", batch=500)
-        expected = lite.report(AS_OF).as_json()
+        expected = lite.report(AS_OF).as_dict()
     store = PostgresStore(pg_url, office="datong")
     with Scorecard(rules, store=store, matcher="python") as card:
         summary = card.ingest_lines(months, origin="m.jsonl", batch=500)
-        got = card.report(AS_OF).as_json()
+        got = card.report(AS_OF).as_dict()
     counts = (summary.accepted, summary.duplicates, summary.rejected)
     assert counts == (lite_sum.accepted, lite_sum.duplicates, lite_sum.rejected)
     assert summary.duplicates >= 10  # the repeated lines, and the simulator's redeliveries
@@ -51,13 +51,13 @@ def test_reopened_scorecard_rebuilds_the_same_state(pg_url: str, rules, months) 
         card.ingest_lines(months[:half], origin="m.jsonl")
     with Scorecard(rules, store=PostgresStore(pg_url, "datong"), matcher="python") as card:
         card.ingest_lines(months[half:], origin="m.jsonl")
-        expected = card.report(AS_OF).as_json()
+        expected = card.report(AS_OF).as_dict()
         assert card.ingest_lines(months, origin="m.jsonl").accepted == 0
     with Scorecard(rules, store=PostgresStore(pg_url, "datong"), matcher="python") as card:
-        assert card.report(AS_OF).as_json() == expected
+        assert card.report(AS_OF).as_dict() == expected
     whole = Scorecard(rules, matcher="python")
     whole.ingest_lines(months, origin="m.jsonl")
-    assert whole.report(AS_OF).as_json()["kpis"] == expected["kpis"]
+    assert whole.report(AS_OF).as_dict()["kpis"] == expected["kpis"]
 
 
 def test_refresh_picks_up_another_writer(pg_url: str, rules) -> None:

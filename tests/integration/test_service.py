@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,7 @@ def test_events_written_by_another_process_are_picked_up_on_the_next_tick(
 
         assert result.picked_up == 2
         with Scorecard.open(settings.database, matcher="python") as fresh:
-            assert card.report_at(now).as_json() == fresh.report_at(now).as_json()
+            assert card.report_at(now).as_dict() == fresh.report_at(now).as_dict()
         assert card.report_at(now).unmatched == 2  # each row applied exactly once
         overdue = [h for h in service.pipeline.alerts.history(case="BS-OTHER")]
         assert [h[2:4] for h in overdue][:2] == [("entered", "overdue"), ("notified", "overdue")]
@@ -261,7 +262,7 @@ def stdin_lines() -> list[bytes]:
 
 def count_events(db: Path) -> int:
     """Rows in the log, read through a connection of its own (another process's view)."""
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:  # (a with-block alone does not close it)
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 

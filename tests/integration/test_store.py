@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_restart_gives_the_same_report(tmp_path: Path, rules, year_lines: list[b
     """Stopping mid-stream and reopening gives the report of an uninterrupted run."""
     whole = Scorecard(rules, matcher="python")
     whole.ingest_lines(year_lines, origin="year.jsonl")
-    expected = whole.report(AS_OF).as_json()
+    expected = whole.report(AS_OF).as_dict()
     db = tmp_path / "office.db"
     half = len(year_lines) // 2
     with Scorecard.open(db, rules, matcher="python") as card:
@@ -56,7 +57,7 @@ def test_restart_gives_the_same_report(tmp_path: Path, rules, year_lines: list[b
     with Scorecard.open(db, rules, matcher="python") as card:
         card.ingest_lines(year_lines[half:], origin="year.jsonl")
     with Scorecard.open(db, rules, matcher="python") as card:
-        assert card.report(AS_OF).as_json() == expected
+        assert card.report(AS_OF).as_dict() == expected
 
 
 def test_ingest_is_idempotent(tmp_path: Path, rules, year_lines: list[bytes]) -> None:
@@ -66,7 +67,7 @@ def test_ingest_is_idempotent(tmp_path: Path, rules, year_lines: list[bytes]) ->
     with Scorecard.open(db, rules, matcher="python") as card:
         first = card.ingest_lines(year_lines + bad, origin="f.jsonl")
         second = card.ingest_lines(year_lines + bad, origin="f.jsonl")
-        report = card.report(AS_OF).as_json()
+        report = card.report(AS_OF).as_dict()
     assert first.accepted > 25_000
     assert second.accepted == 0
     assert second.duplicates == first.accepted + first.duplicates
@@ -184,7 +185,7 @@ def test_log_keeps_the_line_as_received_and_knows_its_duplicates(tmp_path: Path,
     with Scorecard.open(db, rules, matcher="python") as card:
         assert card.ingest(b"  " + line + b"\r\n").status == "accepted"
         assert card.ingest(reordered).status == "duplicate"
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:  # (a with-block alone does not close it)
         assert conn.execute("SELECT body FROM events").fetchone()[0] == line
     with Scorecard.open(db, rules, matcher="python") as card:
         summary = card.ingest_lines([reordered, line, changed])

@@ -89,7 +89,7 @@ def test_no_case_differs(compared: WhatIf) -> None:
 
 
 def test_json_html_and_table(compared: WhatIf, tmp_path: Path) -> None:
-    data = orjson.loads(orjson.dumps(compared.as_json()))
+    data = orjson.loads(orjson.dumps(compared.as_dict()))
     assert data["instants"][-1] == UNTIL
     assert [k for k, rows in data["kpis"].items() if any(r["differs"] for r in rows)] == ["CP1.1"]
     html = render_html(compared)

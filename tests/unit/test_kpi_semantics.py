@@ -1,4 +1,4 @@
-"""The KPI semantics of spec/kpis.md, checked only through Scorecard.ingest and report().as_json().
+"""The KPI semantics of spec/kpis.md, checked only through Scorecard.ingest and report().as_dict().
 
 Every expected figure is a literal derived by hand from the spec; the arithmetic is in the
 comment next to it. Office parameters (rules/): required_forms 200000, headcount 40,
@@ -106,7 +106,7 @@ class Office:
         return body
 
     def report(self, as_of: str, year: int | None = None) -> dict[str, Any]:
-        return self.card.report(at(as_of), year=year).as_json()
+        return self.card.report(at(as_of), year=year).as_dict()
 
     def kpi(self, kpi: str, as_of: str, year: int | None = None) -> dict[str, Any]:
         return self.report(as_of, year)["kpis"][kpi]
@@ -1242,7 +1242,7 @@ def test_year_after_as_of_is_an_error(office: Office) -> None:
     with pytest.raises(UsageError):
         office.card.report(at(JUNE_2017), year=2018)
     # the local year decides: 2017-12-31T16:00Z is 2018-01-01 local, so 2018 may be asked for
-    assert office.card.report(at("2017-12-31T16:00:00Z"), year=2018).as_json()["year"] == 2018
+    assert office.card.report(at("2017-12-31T16:00:00Z"), year=2018).as_dict()["year"] == 2018
     with pytest.raises(UsageError):
         office.card.report(at("2017-12-31T15:59:59Z"), year=2018)
 

@@ -240,7 +240,7 @@ def rules_with(tmp_path: Path, office_lines: str = "", city: str | None = None) 
 
 
 def cases(card: Scorecard, as_of: str) -> list[tuple[str, str, str]]:
-    report = card.report(at(as_of)).as_json()
+    report = card.report(at(as_of)).as_dict()
     return [(c["subject"], c["state"], c["due"]) for c in report["cases"]]
 
 
@@ -305,13 +305,13 @@ def test_a_closure_added_later_moves_open_and_closed_cases(rules: RuleSet, tmp_p
     card.ingest(event("birth_subsidy.applied", "2017-03-15T11:00:00+08:00", "PAID", amount))
     card.ingest(event("birth_subsidy.paid", "2017-03-23T10:00:00+08:00", "PAID"))
     as_of = "2017-03-23T12:00:00+08:00"
-    before = card.report(at(as_of)).as_json()
+    before = card.report(at(as_of)).as_dict()
     assert before["kpis"]["BP1.1"]["numerator"] == 2  # both overdue
     assert cases(card, as_of) == [("OPEN", "overdue", "2017-03-23T00:00:00+08:00")]
     typhoon = rules_with(tmp_path, "closures: [{date: 2017-03-22, reason: 颱風}]\n")
     assert card.book.recalendar(typhoon) == 2
     card.rules = typhoon
-    after = card.report(at(as_of)).as_json()
+    after = card.report(at(as_of)).as_dict()
     assert after["kpis"]["BP1.1"]["numerator"] == 0
     assert cases(card, as_of) == [("OPEN", "due_soon", "2017-03-24T00:00:00+08:00")]
     assert card.book.recalendar(typhoon) == 0  # the same calendar again: nothing moves

@@ -177,7 +177,7 @@ def run_whatif(args: argparse.Namespace, console: Console) -> int:
         print_table(result, console)
         return 0
     if args.format == "json":
-        text = orjson.dumps(mask_value(result.as_json()), option=orjson.OPT_INDENT_2).decode()
+        text = orjson.dumps(mask_value(result.as_dict()), option=orjson.OPT_INDENT_2).decode()
     elif args.format == "html":
         text = render_html(result)
     else:

@@ -225,7 +225,7 @@ def _kpi_fields(want: KpiExpect) -> dict[str, Any]:
 
 
 def _check_report(exp: Expectation, report: Report) -> Iterator[str]:
-    data = report.as_json()
+    data = report.as_dict()
     for kpi_id, want in exp.kpis.items():
         got = data["kpis"].get(kpi_id)
         if got is None:

@@ -94,7 +94,7 @@ class WhatIf:
                     rows.append((at, kpi, subject, sa.get((kpi, subject)), sb.get((kpi, subject))))
         return rows
 
-    def as_json(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         kpis = {
             kpi: [{"as_of": iso(at), "a": ca, "b": cb, "differs": ca != cb} for at, ca, cb in rows]
             for kpi, rows in self.kpi_rows().items()
@@ -125,7 +125,7 @@ def _cell(report: Report, kpi: str) -> Cell | None:
     result = report.kpis.get(kpi)
     if result is None:
         return None
-    data = result.as_json()
+    data = result.as_dict()
     return {"status": data["status"], "value": data["value"], "target": data["target"]}
 
 

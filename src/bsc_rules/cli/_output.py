@@ -137,7 +137,7 @@ def _case_table(report: Report) -> Table:
 def print_report(report: Report, rules: RuleSet, form: str, console: Console) -> None:
     """The report as the tables of a person, or as the JSON of spec/kpis.md."""
     if form == "json":
-        write_json(console, report.as_json())
+        write_json(console, report.as_dict())
         return
     moment = from_us(report.as_of)
     title = (

@@ -89,10 +89,10 @@ class Handlers:
             return _problem(problem)
         if mode == "batch":
             _access(request, 200, office, len(outcomes))
-            return _json({"results": [o.as_json() for o in outcomes]})
+            return _json({"results": [o.as_dict() for o in outcomes]})
         (outcome,) = outcomes
         _access(request, outcome.code, office)
-        return _json({**outcome.as_json(), "field": outcome.field}, outcome.code)
+        return _json({**outcome.as_dict(), "field": outcome.field}, outcome.code)
 
     def _writer(self, request: Request) -> str:
         given = credentials(
@@ -161,7 +161,7 @@ class Handlers:
             return _problem(problem)
         report = await run_in_threadpool(self.door.report, as_of, year)
         _access(request, 200, code)
-        return _json(mask_value(report.as_json()))
+        return _json(mask_value(report.as_dict()))
 
     def _when(self, request: Request) -> tuple[int, int | None]:
         query = request.query_params

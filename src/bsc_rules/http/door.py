@@ -51,7 +51,7 @@ class Outcome:
     def code(self) -> int:
         return CODES[self.status]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "source": self.source, "status": self.code, "error": self.error}
 
 

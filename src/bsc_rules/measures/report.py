@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import orjson
+
 from bsc_rules.calendar import iso, year_bounds, year_complete_at, year_of
 from bsc_rules.errors import UsageError
 from bsc_rules.measures.cases import CaseBook, CaseState, Figures, aggregate, open_cases
+from bsc_rules.privacy import mask_value
 from bsc_rules.rules.ruleset import SCORE_SCALE, DeadlineMeasure, Kpi, RatioMeasure, RuleSet
 
 STATUSES = ("met", "on_track", "at_risk", "breached", "no_data", "no_target")
@@ -34,7 +37,8 @@ class KpiResult:
     def id(self) -> str:
         return self.kpi.id
 
-    def as_json(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
+        """This KPI's entry of the report's ``kpis`` (spec/kpis.md)."""
         spec = self.kpi.spec
         return {
             "value": _number(self.value),
@@ -58,11 +62,12 @@ class Report:
     rejected: int
     unmatched: int
 
-    def as_json(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain data in the shape of spec/kpis.md (case subjects unmasked)."""
         return {
             "as_of": iso(self.as_of),
             "year": self.year,
-            "kpis": {k: r.as_json() for k, r in self.kpis.items()},
+            "kpis": {k: r.as_dict() for k, r in self.kpis.items()},
             "cases": [
                 {"kpi": c.kpi, "subject": c.subject, "state": c.state, "due": iso(c.due)}
                 for c in self.cases
@@ -70,6 +75,11 @@ class Report:
             "rejected": self.rejected,
             "unmatched": self.unmatched,
         }
+
+    def as_json(self) -> str:
+        """The report as JSON text, as ``evaluate --format json`` prints it: indented,
+        Unicode as is, ID numbers in case subjects masked (bsc_rules.privacy)."""
+        return orjson.dumps(mask_value(self.as_dict()), option=orjson.OPT_INDENT_2).decode()
 
 
 def _number(value: Fraction | None) -> int | float | None:

@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -68,7 +69,8 @@ __all__ = [
     "to_bytes",
 ]
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parents[3] / "notifications"
+# The shipped templates: package data (in a checkout, a symlink to the repo's notifications/).
+DEFAULT_TEMPLATES = Path(str(files("bsc_rules") / "data" / "notifications")).resolve()
 KINDS = ("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
 UNIT_SUFFIX = {"percent": "%", "count": "件", "pages": "頁"}
 _T = TypeVar("_T")
@@ -215,7 +217,7 @@ def _environment(folder: Path) -> SandboxedEnvironment:
 
 
 def environment(templates: Path | None = None) -> SandboxedEnvironment:
-    """The Jinja2 environment over ``templates`` (default: the project's notifications/)."""
+    """The Jinja2 environment over ``templates`` (default: the shipped notifications/)."""
     folder = (templates or DEFAULT_TEMPLATES).resolve()
     if not folder.is_dir():
         msg = f"notification templates folder {folder} not found (expected *.txt.j2, *.html.j2)"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -454,8 +455,9 @@ CLOSURES_FILE = "closures.yaml"
 
 
 def default_rules_dir() -> Path:
-    """The project's own ``rules/`` folder (beside ``src/`` in a checkout)."""
-    return Path(__file__).resolve().parents[3] / "rules"
+    """The shipped rule files: the package data ``bsc_rules/data/rules`` (in a checkout, a
+    symlink to the repo's ``rules/``, which it resolves to)."""
+    return Path(str(files("bsc_rules") / "data" / "rules")).resolve()
 
 
 def load_ruleset(directory: Path | None = None) -> RuleSet:
