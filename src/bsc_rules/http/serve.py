@@ -101,7 +101,7 @@ def serve_http(
             service.start()
             door = Door(
                 service.pipeline.card,
-                service._lock,  # the service's own lock: ticks and writes never overlap
+                service.lock,  # the service's own lock: ticks and writes never overlap
                 config.http.queue,
                 lambda: service.scheduler is not None and bool(service.scheduler.running),
             )

@@ -165,6 +165,12 @@ class Service:
         self._lock = threading.RLock()
         self._start: int | None = None
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every database action of the service holds: another writer in the same
+        process (the HTTP door) takes it too, so that its writes and a tick never overlap."""
+        return self._lock
+
     # ------------------------------------------------------------ start record
 
     def started(self, now: int) -> int:
