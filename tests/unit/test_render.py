@@ -688,3 +688,32 @@ def test_seed_names_with_short_labels() -> None:
     assert tl.name not in mail.subject
     for body in (mail.text, mail.html):
         assert f"「{tl.name}」（簡稱「教育訓練參與率」）" in body
+
+
+def test_digest_month_is_the_month_own_change_and_pace_is_shown_when_met() -> None:
+    """「本月」 is the month's own change: for a progress KPI what the month added (AC1.1:
+    Feb's scans alone, not the cumulative value); the pace line shows for a KPI that is met
+    too (notifications.md, the digest)."""
+    from bsc_rules.notify.digest import DigestBuilder, DigestInputs
+    from bsc_rules.scorecard import Scorecard
+    from tests.conftest import event
+
+    card = Scorecard(load_ruleset(), matcher="python")
+    for n, (when, forms) in enumerate(
+        [("2016-12-20", 10_000), ("2017-01-10", 1_000), ("2017-02-10", 2_000)]
+    ):
+        at = f"{when}T10:00:00+08:00"
+        card.ingest(event("archive.scanned", at, f"SCAN{n}", {"forms": forms}))
+    for n in range(40):  # the whole headcount trained in January: TL1.1 met
+        data = {"employee": f"E{n}", "course": "資安"}
+        card.ingest(event("training.attended", "2017-01-12T10:00:00+08:00", f"TR{n}", data))
+    inputs = DigestInputs(card=card, recipients={}, items=(), unacknowledged=frozenset())
+    rows = {r.kpi.id: r for r in DigestBuilder(inputs, 2017, 2).build("director").rows}
+    assert rows["AC1.1"].ytd_value == pytest.approx(6.5)  # (10,000 + 1,000 + 2,000) / 200,000
+    assert rows["AC1.1"].month_value == pytest.approx(1.0)  # February's 2,000 alone
+    assert rows["TL1.1"].status == "met"
+    assert rows["TL1.1"].month_value == pytest.approx(0.0)  # nobody new in February
+    assert rows["TL1.1"].pace is not None  # expected by now, shown beside 達成 too
+    january = DigestBuilder(inputs, 2017, 1).build("director").rows
+    [jan] = [r for r in january if r.kpi.id == "AC1.1"]
+    assert jan.month_value == pytest.approx(0.5)  # January's 1,000, not the 10,000 before

@@ -127,7 +127,8 @@ def _value(kpi: Kpi, fig: Figures) -> tuple[Fraction | None, Fraction | None, Fr
     return Fraction(fig.numerator), None, None
 
 
-def _start(kpi: Kpi, fig: Figures) -> Fraction:
+def start_value(kpi: Kpi, fig: Figures) -> Fraction:
+    """The value reached before the year began (0 for yearly KPIs; AC1.1's scans before)."""
     if fig.denominator is not None and not isinstance(
         kpi.spec.measure, RatioMeasure | DeadlineMeasure
     ):
@@ -147,8 +148,11 @@ def kpi_status(kpi: Kpi, fig: Figures, year: int, as_of: int) -> KpiResult:
     value, num, den = _value(kpi, fig)
     target = effective_target(kpi, year)
     rate = kpi.spec.kind == "rate"
+    start = start_value(kpi, fig)
+    # what a progress KPI is expected to have reached by now (shown whatever its status)
+    pace = None if rate or target is None else pace_line(start, target, year, as_of)
 
-    def result(status: str, pace: Fraction | None = None) -> KpiResult:
+    def result(status: str) -> KpiResult:
         return KpiResult(kpi, value, target, status, num, den, pace)
 
     if target is None:
@@ -162,10 +166,8 @@ def kpi_status(kpi: Kpi, fig: Figures, year: int, as_of: int) -> KpiResult:
         return result("breached" if absolute else "at_risk")
     if as_of >= year_complete_at(year):
         return result("breached")
-    start = _start(kpi, fig)
-    pace = pace_line(start, target, year, as_of)
-    behind = value < pace - (target - start) / 12
-    return result("at_risk" if behind else "on_track", pace)
+    behind = pace is not None and value < pace - (target - start) / 12
+    return result("at_risk" if behind else "on_track")
 
 
 def check_year(year: int | None, as_of: int) -> int:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bsc_rules.calendar import month_bounds
-from bsc_rules.measures.cases import CaseState, aggregate_period
-from bsc_rules.measures.report import Report, kpi_status
+from bsc_rules.measures.cases import CaseState, aggregate, aggregate_period
+from bsc_rules.measures.report import Report, kpi_status, start_value
 from bsc_rules.notify.notices import (
     CaseLine,
     DigestData,
@@ -68,20 +68,31 @@ class DigestBuilder:
         self.report = self.reports[-1]
         self.items = inputs.items
 
+    def _month_value(self, kpi: Kpi, trend: tuple[TrendPoint, ...]) -> float | None:
+        """The month's own figure: a rate over the month's cases alone; for a progress
+        KPI what the month added (its year to date less the previous month's, or less the
+        value reached before the year in January: AC1.1's earlier scans)."""
+        book = self.card.book
+        if kpi.spec.kind == "rate":
+            month = aggregate_period(book, kpi, (self.lo, self.hi), self.as_of)
+            return _float(kpi_status(kpi, month, self.year, self.as_of).value)
+        now = trend[-1].value
+        if len(trend) > 1:
+            before = trend[-2].value
+        else:
+            before = float(start_value(kpi, aggregate(book, kpi, self.year, self.as_of)))
+        return None if now is None or before is None else now - before
+
     def _row(self, kpi_id: str) -> DigestRow:
         result = self.report.kpis[kpi_id]
         kpi = result.kpi
-        book = self.card.book
-        month = kpi_status(
-            kpi, aggregate_period(book, kpi, (self.lo, self.hi), self.as_of), self.year, self.as_of
-        )
         trend = tuple(
             TrendPoint(i + 1, _float(r.kpis[kpi_id].value), _float(r.kpis[kpi_id].target))
             for i, r in enumerate(self.reports)
         )
         return DigestRow(
             kpi_info(self.rules, kpi),
-            _float(month.value),
+            self._month_value(kpi, trend),
             _float(result.value),
             _float(result.target),
             result.status,
