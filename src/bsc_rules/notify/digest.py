@@ -175,6 +175,7 @@ class DigestBuilder:
             unacknowledged=tuple(self._sent(i) for i in latest.values()),
             undeliverable=tuple(self._sent(i) for i in alerts if i.status == "parked"),
             themes={k: v.name for k, v in office.themes.items()},
+            section_names=tuple(v.name for v in office.sections.values()),
             perspectives={k: v.name for k, v in office.perspectives.items()},
         )
 

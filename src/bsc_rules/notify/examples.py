@@ -170,6 +170,7 @@ def _example_digest(data: dict[str, Any]) -> DigestData:
         unacknowledged=tuple(sent[i] for i in spec["unacknowledged"]),
         undeliverable=tuple(replace(sent[i], error=e) for i, e in spec["undeliverable"]),
         themes=data["themes"], perspectives=data["perspectives"],
+        section_names=tuple(data["sections"].values()),
     )  # fmt: skip
 
 

@@ -162,6 +162,7 @@ class DigestData:
     unacknowledged: tuple[SentLine, ...] = ()
     undeliverable: tuple[SentLine, ...] = ()
     themes: dict[str, str] = field(default_factory=dict)  # code → name, for the map layout
+    section_names: tuple[str, ...] = ()  # the office's sections, director last, in order
     perspectives: dict[str, str] = field(default_factory=dict)
 
 

@@ -384,7 +384,7 @@ class SentCounts:
     kinds: list[str]
     sections: list[str]
     cells: dict[tuple[str, str], int]  # (kind, section) → messages sent
-    open: dict[tuple[str, str], int]  # (kind, section) → of those, still unacknowledged
+    open: dict[tuple[str, str], int]  # (kind, section) → alerts among them unacknowledged
     totals: dict[str, int]  # kind → messages sent (each message once)
 
 
@@ -392,20 +392,26 @@ _KIND_ORDER = ("overdue", "due_soon", "breached", "at_risk", "resolved")
 
 
 def sent_counts(digest: DigestData) -> SentCounts:
-    """Count the digest's notifications of the month by kind and by receiving section."""
+    """Count the digest's notifications of the month by kind and by receiving section,
+    with the alerts among them still unacknowledged (each alert once); sections in the
+    office's order."""
     cells: Counter[tuple[str, str]] = Counter()
-    still: Counter[tuple[str, str]] = Counter()
-    sections: list[str] = []
+    still: dict[tuple[str, str], set[str]] = {}
+    seen: list[str] = []
     for line in digest.notified:
         for section in line.sections:
             cells[(line.kind, section)] += 1
-            still[(line.kind, section)] += not line.acknowledged
-            if section not in sections:
-                sections.append(section)
+            if not line.acknowledged and line.alert_key is not None:
+                still.setdefault((line.kind, section), set()).add(line.alert_key)
+            if section not in seen:
+                seen.append(section)
+    order = {name: i for i, name in enumerate(digest.section_names)}
+    sections = sorted(seen, key=lambda s: (order.get(s, len(order)), seen.index(s)))
     totals = Counter(line.kind for line in digest.notified)
-    order = {k: i for i, k in enumerate(_KIND_ORDER)}
-    kinds = sorted(totals, key=lambda k: (order.get(k, len(order)), k))
-    return SentCounts(kinds, sections, dict(cells), dict(still), dict(totals))
+    kind_order = {k: i for i, k in enumerate(_KIND_ORDER)}
+    kinds = sorted(totals, key=lambda k: (kind_order.get(k, len(kind_order)), k))
+    open_ = {key: len(alerts) for key, alerts in still.items()}
+    return SentCounts(kinds, sections, dict(cells), open_, dict(totals))
 
 
 def chart_cid(kpi_id: str) -> str:
