@@ -72,13 +72,38 @@ def test_history_lists_transitions_and_mail(replayed: tuple[Path, Path]) -> None
 def test_ack_stops_repeats(replayed: tuple[Path, Path]) -> None:
     """An acknowledged alert is recorded with its note; an unknown one is a clear error."""
     db, _ = replayed
-    code, out = run(["ack", "case:BP1.1:BS1060315001", "--note", "已聯繫申請人", "--db", str(db)])
+    ack = ["ack", "case:BP1.1:BS1060315001", "--note", "已聯繫申請人", "--db", str(db)]
+    code, out = run([*ack, "--by", "戶籍登記課 林課員"])
     assert code == 0
     assert "已確認警示" in out
     _, history = run(["history", "--db", str(db), "--case", "BS1060315001"])
     assert "acknowledged" in history
     assert "已聯繫申請人" in history
-    assert run(["ack", "case:BP1.1:NOPE", "--note", "x", "--db", str(db)])[0] == 1
+    assert "戶籍登記課 林課員" in history  # who acknowledged is recorded
+    code, again = run([*ack[:2], "--note", "再次確認", *ack[4:], "--by", "主任"])
+    assert code == 0
+    assert "未再變更" in again  # acknowledging again changes nothing and says by whom
+    assert "戶籍登記課 林課員" in again
+    assert "再次確認" not in run(["history", "--db", str(db), "--case", "BS1060315001"])[1]
+    assert run(["ack", "case:BP1.1:NOPE", "--note", "x", "--by", "x", "--db", str(db)])[0] == 1
+
+
+def test_ack_accepts_the_masked_key_mails_show(tmp_path: Path) -> None:
+    """A case id shaped like an ID number is shown masked; `ack` accepts the key as shown
+    when it names exactly one active alert."""
+    db = tmp_path / "state.db"
+    events = tmp_path / "e.jsonl"
+    applied = event("birth_subsidy.applied", "2017-03-15T10:00:00+08:00", "A123456789")
+    applied["data"] = {"amount": 20000}
+    events.write_bytes(jsonl([applied]))
+    argv = ["replay", str(events), "--until", "2017-03-30T12:00:00+08:00"]
+    assert run([*argv, "--maildir", str(tmp_path / "mail"), "--db", str(db)])[0] == 0
+    code, out = run(
+        ["ack", "case:BP1.1:A12345****", "--note", "處理中", "--by", "林課員", "--db", str(db)]
+    )
+    assert code == 0, out
+    assert "A123456789" not in out
+    assert "A12345****" in out
 
 
 def test_outbox_lists_what_was_sent(replayed: tuple[Path, Path]) -> None:

@@ -258,3 +258,27 @@ def test_two_run_processes_never_send_a_message_twice(tmp_path: Path) -> None:
             assert end(third, signal.SIGTERM) == 0
         sent = Counter(r.message_id for r in smtp.received)
     assert sent == Counter({f"<seam{n}.overdue@bsc-rules.datong>": 1 for n in range(4)})
+
+
+def test_an_acknowledgement_belongs_to_its_state(tmp_path: Path) -> None:
+    """Acknowledged while due soon, a case that becomes overdue is unacknowledged again:
+    who and when are cleared with the state (notifications.md, "Acknowledging")."""
+    store = SQLiteStore(tmp_path / "office.db")
+    table = AlertTable(store.connection)
+    key, since = "case:BP1.1:BS-9", at("2017-03-20T00:00:00+08:00")
+    soon = AlertRecord(key, "due_soon", since, 1, frozenset({"owner"}))
+    with transaction(store.connection):
+        table.save(soon)
+    done = table.acknowledge(key, "已聯繫", at("2017-03-21T09:00:00+08:00"), by="林課員")
+    assert (done.by, done.already) == ("林課員", False)
+    acked = table.load()[key]
+    overdue = AlertRecord(key, "overdue", at("2017-03-23T00:00:00+08:00"), 0, acked.told)
+    with transaction(store.connection):
+        table.save(overdue, acked)
+    row = store.connection.execute(
+        "SELECT acknowledged, ack_note, ack_by, ack_at_us FROM alerts WHERE key = ?", (key,)
+    ).fetchone()
+    assert row == (0, None, None, None)
+    again = table.acknowledge(key, "改期撥款", at("2017-03-23T09:00:00+08:00"), by="王課長")
+    assert (again.by, again.already, again.record.state) == ("王課長", False, "overdue")
+    store.close()

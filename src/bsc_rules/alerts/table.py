@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from bsc_rules.alerts.lifecycle import AlertRecord, Notify, acknowledge
 from bsc_rules.errors import UsageError
+from bsc_rules.privacy import mask_text
 from bsc_rules.store.db import transaction
 
 _COLUMNS: dict[str, Callable[[AlertRecord], object]] = {  # column -> value stored
@@ -21,6 +23,18 @@ _COLUMNS: dict[str, Callable[[AlertRecord], object]] = {  # column -> value stor
     "sent": lambda r: r.sent,
 }
 _INSERT = f"INSERT INTO alerts (key, {', '.join(_COLUMNS)}) VALUES (?{', ?' * len(_COLUMNS)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """An alert acknowledged in its state: by whom, when, with which note; ``already``
+    when it had been acknowledged before (nothing changed)."""
+
+    record: AlertRecord
+    by: str | None
+    at: int | None
+    note: str | None
+    already: bool
 
 
 class AlertTable:
@@ -63,28 +77,49 @@ class AlertTable:
             self.conn.execute(_INSERT, (rec.key, *(value(rec) for value in _COLUMNS.values())))
             return
         changed = {c: v(rec) for c, v in _COLUMNS.items() if v(rec) != v(old)}
+        if "state" in changed:  # an acknowledgement belongs to the state it was given in
+            changed.update(ack_by=None, ack_at_us=None)
         if changed:
             assignments = ", ".join(f"{c} = ?" for c in changed)
             self.conn.execute(
                 f"UPDATE alerts SET {assignments} WHERE key = ?", (*changed.values(), rec.key)
             )
 
-    def acknowledge(self, key: str, note: str, now: int) -> AlertRecord:
-        """Acknowledge an active alert: repeats and escalation stop (an UPDATE of the
-        acknowledgement's own columns, nothing else)."""
+    def resolve(self, key: str, records: dict[str, AlertRecord]) -> str:
+        """The alert a person names: its key, or the key as mails and `history` show it
+        (ID-shaped parts masked), when that names exactly one active alert."""
+        if key in records:
+            return key
+        found = [k for k in records if mask_text(k) == key]
+        if len(found) == 1:
+            return found[0]
+        active = ", ".join(sorted(mask_text(k) for k in records)) or "none"
+        msg = f"alert: no active alert {key!r} (active: {active})"
+        raise UsageError(msg)
+
+    def acknowledge(
+        self, key: str, note: str, now: int, *, by: str | None = None
+    ) -> Acknowledgement:
+        """Acknowledge an active alert in its current state: repeats and escalation stop
+        (an UPDATE of the acknowledgement's own columns, nothing else). Acknowledging
+        again changes nothing and says who did it first."""
         with transaction(self.conn):
             records = self.load()
-            rec = records.get(key)
-            if rec is None:
-                active = ", ".join(sorted(records)) or "none"
-                msg = f"no active alert {key!r} (active: {active})"
-                raise UsageError(msg)
+            key = self.resolve(key, records)
+            rec = records[key]
+            if rec.acknowledged:
+                row = self.conn.execute(
+                    "SELECT ack_by, ack_at_us, ack_note FROM alerts WHERE key = ?", (key,)
+                ).fetchone()
+                return Acknowledgement(rec, row[0], row[1], row[2], already=True)
             rec = acknowledge(rec, note)
             self.conn.execute(
-                "UPDATE alerts SET acknowledged = 1, ack_note = ? WHERE key = ?", (note, key)
+                "UPDATE alerts SET acknowledged = 1, ack_note = ?, ack_by = ?, ack_at_us = ?"
+                " WHERE key = ?",
+                (note, by, now, key),
             )
-            self.log(now, key, "acknowledged", rec.state, note=note)
-        return rec
+            self.log(now, key, "acknowledged", rec.state, note=note, actor=by)
+        return Acknowledgement(rec, by, now, note, already=False)
 
     def delete(self, key: str) -> None:
         self.conn.execute("DELETE FROM alerts WHERE key = ?", (key,))
@@ -98,17 +133,22 @@ class AlertTable:
         message_id: str | None = None,
         recipients: str | None = None,
         note: str | None = None,
+        actor: str | None = None,
     ) -> None:
         self.conn.execute(
-            "INSERT INTO alert_history (at_us, key, event, state, message_id, recipients, note)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, key, event, state, message_id, recipients, note),
+            "INSERT INTO alert_history"
+            " (at_us, key, event, state, message_id, recipients, note, actor)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, key, event, state, message_id, recipients, note, actor),
         )
 
     def history(
         self, kpi: str | None = None, case: str | None = None
     ) -> Iterator[tuple[object, ...]]:
-        query = "SELECT at_us, key, event, state, message_id, recipients, note FROM alert_history"
+        query = (
+            "SELECT at_us, key, event, state, message_id, recipients, note, actor"
+            " FROM alert_history"
+        )
         args: list[str] = []
         if kpi or case:
             query += " WHERE key LIKE ?"

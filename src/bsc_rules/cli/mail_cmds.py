@@ -58,7 +58,8 @@ def register(sub: Any) -> None:
     add_settings(outbox, db=True)
     ack = command(sub, "ack", _ack, "acknowledge an alert: repeats and escalation stop")
     ack.add_argument("alert", help="alert key, e.g. case:BP1.1:BS1060412003 or kpi:2017:AP2.1")
-    ack.add_argument("--note", required=True)
+    ack.add_argument("--note", required=True, help="what was done or why it waits")
+    ack.add_argument("--by", required=True, help="who acknowledges (name and title)")
     add_settings(ack, db=True)
     history = command(sub, "history", _history, "alert transitions and notifications")
     history.add_argument("--kpi")
@@ -152,10 +153,20 @@ def _ack(args: argparse.Namespace, ctx: Context) -> int:
     _, store = open_db(args)
     try:
         now = to_us(ctx.clock.now())
-        rec = AlertTable(store.connection).acknowledge(args.alert, args.note, now)
+        done = AlertTable(store.connection).acknowledge(args.alert, args.note, now, by=args.by)
     finally:
         store.close()
-    out(ctx.console, f"已確認警示 {rec.key}（{rec.state}）：{args.note}；不再重複通知及陳報。")
+    rec = done.record
+    if done.already:
+        who = f"{done.by}，" if done.by else ""
+        when_ = when(done.at) if done.at is not None else "先前"
+        said = f"警示 {rec.key}（{rec.state}）已於 {when_} 確認（{who}{done.note}），未再變更。"
+        out(ctx.console, said)
+        return OK
+    out(
+        ctx.console,
+        f"已確認警示 {rec.key}（{rec.state}）：{args.by}，{args.note}；不再重複通知及陳報。",
+    )
     return OK
 
 
@@ -166,13 +177,13 @@ def _history(args: argparse.Namespace, ctx: Context) -> int:
     try:
         found = AlertTable(store.connection).history(args.kpi, args.case)
         rows = [
-            (when(int(str(at))), str(key), str(event), str(state or ""), str(recipients or ""),
-             str(note or ""))
-            for at, key, event, state, _mid, recipients, note in found
+            (when(int(str(at))), str(key), str(event), str(state or ""),
+             str(recipients or actor or ""), str(note or ""))
+            for at, key, event, state, _mid, recipients, note, actor in found
         ]  # fmt: skip
     finally:
         store.close()
-    ctx.console.print(table(("時間", "警示", "事件", "狀態", "收件者", "備註"), rows))
+    ctx.console.print(table(("時間", "警示", "事件", "狀態", "收件者／確認者", "備註"), rows))
     return OK
 
 

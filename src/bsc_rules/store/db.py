@@ -145,6 +145,16 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             (AddColumn("alerts", "sent", "INTEGER NOT NULL DEFAULT 0"),),
         ),
         Migration(3, "the sections' notes per KPI and month", _NOTES),
+        Migration(
+            4,
+            "who acknowledged an alert, and when",
+            (),
+            (
+                AddColumn("alerts", "ack_by", "TEXT"),
+                AddColumn("alerts", "ack_at_us", "INTEGER"),
+                AddColumn("alert_history", "actor", "TEXT"),
+            ),
+        ),
     ),
 }
 SCHEMA_VERSION = len(MIGRATIONS["sqlite"])
