@@ -57,6 +57,7 @@ def replayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pat
     )
     assert code == 0
     assert "重播完成" in out
+    assert "待寄 0 封" in out  # nothing left in the queue: the replay delivered it all
     return db, maildir
 
 

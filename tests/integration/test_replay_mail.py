@@ -595,3 +595,41 @@ def test_event_values_are_escaped_and_add_no_header(tmp_path: Path, settings_fil
             assert not re.search(r"[\r\n]", str(value)), name
         assert "<b>1</b>" not in m.part("html")
     assert all("&lt;b&gt;1&lt;/b&gt;" in m.part("html") for m in mine)
+
+
+def test_after_an_outage_retry_then_replay_again_delivers_what_was_queued(
+    tmp_path: Path, settings_file: Path
+) -> None:
+    """The mail server refuses the section's mailbox during a replay: the mail is parked
+    and the summary says so. `outbox --retry` (on the wall clock) and the same replay again
+    deliver it, each message once, with its simulated Date."""
+    case = "BS1060315001"
+    events = tmp_path / "e.jsonl"
+    applied = event("birth_subsidy.applied", "2017-03-15T10:23:00+08:00", case, {"amount": 20000})
+    events.write_bytes(jsonl([applied]))
+    db = tmp_path / "state.db"
+    with SmtpServer() as server:
+        server.behaviour.refuse[ADDRESS["registration"]] = "550 5.2.1 mailbox disabled"
+        argv = ["replay", str(events), "--until", "2017-03-24T12:00:00+08:00", "--db", str(db),
+                "--smtp", f"127.0.0.1:{server.port}", "--matcher", "python",
+                "--settings", str(settings_file)]  # fmt: skip
+        first = io.StringIO()
+        assert main(argv, stdout=first) == 0
+        earlier = len(delivered(server))  # the other sections' mail went through
+        assert all(ADDRESS["registration"] not in m.to for m in delivered(server))
+        parked = int(re.search(r"無法投遞 (\d+) 封", first.getvalue()).group(1))  # type: ignore[union-attr]
+        assert parked >= 2  # the due-soon and the overdue notices
+        server.behaviour.refuse.clear()
+        retried = io.StringIO()
+        outbox = ["outbox", "--retry", "--db", str(db), "--settings", str(settings_file)]
+        assert main(outbox, stdout=retried) == 0
+        assert f"已重新排入寄送佇列：{parked} 封" in retried.getvalue()
+        again = io.StringIO()
+        assert main(argv, stdout=again) == 0
+        assert "待寄 0 封" in again.getvalue()
+        mail = delivered(server)[earlier:]
+    assert len(mail) == parked
+    assert all(ADDRESS["registration"] in m.to for m in mail)
+    assert len({m.message_id for m in mail}) == parked
+    assert any(case in m.subject for m in mail)
+    assert all(m.date < at("2017-03-25 00:00") for m in mail)  # simulated, not the wall clock

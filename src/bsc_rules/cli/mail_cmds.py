@@ -98,6 +98,7 @@ def _replay(args: argparse.Namespace, ctx: Context) -> int:
         pipeline = open_pipeline(settings, db)
         try:
             summary = replay(lines(args.events), to_us(args.until), pipeline, mailer)
+            pending = len(pipeline.outbox.items("pending"))  # queued, retried later
         finally:
             pipeline.card.close()
     ingest = summary.ingest
@@ -105,7 +106,8 @@ def _replay(args: argparse.Namespace, ctx: Context) -> int:
         ctx.console,
         f"重播完成：事件 {ingest.accepted} 筆（重複 {ingest.duplicates}、"
         f"退回 {ingest.rejected}），評估 {summary.ticks} 次，"
-        f"寄出通知 {len(summary.sent)} 封，無法投遞 {len(summary.undeliverable)} 封。",
+        f"寄出通知 {len(summary.sent)} 封，無法投遞 {len(summary.undeliverable)} 封，"
+        f"待寄 {pending} 封。",
     )
     rejections(ctx.console, ingest.rejections, ingest.rejected)
     return exit_for(ingest.rejected)
