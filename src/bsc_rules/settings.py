@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     digest: DigestSettings = DigestSettings()
     tick_minutes: Annotated[int, Field(ge=1, le=1440)] = 60
     matcher: Literal["auto", "durable", "python"] = "auto"
+    # The office's public address where `bsc-rules serve` answers acknowledgement links;
+    # mails carry a signed link per row only where it and the secret are set.
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = None
+    ack_secret: SecretStr | None = None  # BSC_RULES_ACK_SECRET only, never a file
 
     @model_validator(mode="after")
     def _every_section(self) -> Settings:
@@ -139,6 +143,9 @@ def _read_toml(path: Path | None) -> str | None:
         if present:
             message = "the SMTP password is read only from BSC_RULES_SMTP_PASSWORD, never a file"
             raise SettingsError([_located(path, text, (key,), message)])
+    if "ack_secret" in data:
+        message = "the acknowledgement secret is read only from BSC_RULES_ACK_SECRET, never a file"
+        raise SettingsError([_located(path, text, ("ack_secret",), message)])
     return text
 
 

@@ -326,3 +326,52 @@ def test_sigterm_stops_serve_in_the_middle_of_standard_input(
     assert stop.is_set()
     assert count_events(settings.database) == 2
     assert signal.getsignal(signal.SIGTERM) == handler
+
+
+# ---------------------------------------------------------------- acknowledgement links
+
+
+def test_alerts_carry_a_signed_ack_link_where_the_office_has_a_public_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `public_url` and BSC_RULES_ACK_SECRET, each alert notice carries a link signed
+    for its office, key and state, valid 14 days; closings carry none; without a public
+    address (or in a replay) there is no link, only the `bsc-rules ack` command."""
+    from email import message_from_bytes
+    from email.policy import default
+
+    from bsc_rules.alerts.acklink import VALID_FOR, verify
+
+    monkeypatch.setenv("BSC_RULES_ACK_SECRET", "s3cret")
+    settings = make_settings(tmp_path, public_url="https://kpi.dthr.example/bsc")
+    clock = FakeClock(MAY_10)
+    with Service(settings, clock, MaildirMailer(tmp_path / "mail")) as service:
+        service.ingest(orjson.dumps(applied("BS-LINK", "2017-05-01T10:00:00+08:00")))
+        now = to_us(clock.now())
+        service.tick(now)
+        items = [
+            i for i in service.pipeline.outbox.items() if i.alert_key == "case:BP1.1:BS-LINK"
+        ]
+    assert items
+    for item in items:
+        text = message_from_bytes(item.body, policy=default).get_body(("plain",)).get_content()
+        assert "bsc-rules ack case:BP1.1:BS-LINK --by 姓名 --note 處理情形" in text
+        token = text.split("https://kpi.dthr.example/bsc/ack/", 1)[1].split()[0]
+        claim = verify(token, b"s3cret", now)
+        assert (claim.key, claim.state) == ("case:BP1.1:BS-LINK", "overdue")
+        assert claim.office == "datong"
+        assert claim.expires == now + VALID_FOR
+    monkeypatch.delenv("BSC_RULES_ACK_SECRET")
+    plain = make_settings(tmp_path / "plain")
+    (tmp_path / "plain").mkdir()
+    with Service(plain, FakeClock(MAY_10), MaildirMailer(tmp_path / "mail2")) as service:
+        service.ingest(orjson.dumps(applied("BS-NOLINK", "2017-05-01T10:00:00+08:00")))
+        service.tick(now)
+        texts = [
+            message_from_bytes(i.body, policy=default).get_body(("plain",)).get_content()
+            for i in service.pipeline.outbox.items()
+            if i.alert_key == "case:BP1.1:BS-NOLINK"
+        ]
+    assert texts
+    assert all("bsc-rules ack case:BP1.1:BS-NOLINK" in text for text in texts)
+    assert not any("/ack/" in text for text in texts)

@@ -163,7 +163,7 @@ def test_unknown_kind_is_refused() -> None:
         (
             case_notice("overdue", as_of=at("2017-03-24T00:00"), status="breached", value=0.3),
             "【KPI警示】",
-            ["已逾期1日", "完成生育獎勵金撥款", "回復處理情形"],
+            ["已逾期1日", "完成生育獎勵金撥款", "於系統確認本警示", "bsc-rules ack case:BP1.1"],
         ),
         (
             case_notice("overdue", as_of=at("2017-03-26T00:00"), escalated=True, repeat=3),

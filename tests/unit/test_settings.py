@@ -43,6 +43,27 @@ def test_password_in_a_file_is_refused(tmp_path: Path) -> None:
     assert str(info.value.problems[0]).startswith(f"{path}:3: smtp.password: ")
 
 
+def test_ack_secret_only_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acknowledgement links' secret is refused in a file; read from the environment;
+    a public address must be an http(s) URL."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text('public_url = "https://kpi.dthr.example"\nack_secret = "oops"\n')
+    with pytest.raises(SettingsError, match="BSC_RULES_ACK_SECRET") as info:
+        load_settings(path)
+    assert str(info.value.problems[0]).startswith(f"{path}:2: ack_secret: ")
+    path.write_text('public_url = "https://kpi.dthr.example"\n')
+    monkeypatch.setenv("BSC_RULES_ACK_SECRET", "s3cret")
+    settings = load_settings(path)
+    assert settings.ack_secret is not None
+    assert settings.ack_secret.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    path.write_text('public_url = "kpi.dthr.example"\n')
+    with pytest.raises(SettingsError, match="public_url"):
+        load_settings(path)
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [

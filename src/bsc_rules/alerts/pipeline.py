@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from bsc_rules.alerts.acklink import VALID_FOR, AckClaim, ack_url
 from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy, step
 from bsc_rules.alerts.notes import Notes
 from bsc_rules.alerts.table import AlertTable, message_id
@@ -49,6 +50,10 @@ class Pipeline:
         self.policy: Policy = settings.alerts.policy()
         self.alerts = AlertTable(conn)
         self.outbox = Outbox(conn)
+        # (public_url, secret) where the office runs the HTTP door: each alert notice then
+        # carries a signed acknowledgement link. None in a replay (its mail must be the
+        # same from run to run) and wherever no public address is set.
+        self.ack_links: tuple[str, bytes] | None = None
 
     # ------------------------------------------------------------ observation
 
@@ -166,6 +171,14 @@ class Pipeline:
                     addresses.append(address)
         return tuple(addresses)
 
+    def _ack_url(self, note: Notify, now: int) -> str | None:
+        """The signed link acknowledging this alert in this state (none for a closing)."""
+        if self.ack_links is None or note.kind == "resolved":
+            return None
+        public_url, secret = self.ack_links
+        claim = AckClaim(self.rules.code, note.key, note.kind, note.since, now + VALID_FOR)
+        return ack_url(public_url, claim, secret)
+
     def _enqueue(self, note: Notify, seen: Seen, now: int) -> str:
         from bsc_rules.notify.render import render_alert
 
@@ -187,6 +200,7 @@ class Pipeline:
             resolved_from=note.resolved_from,
             escalated=note.escalated,
             repeat=note.count,
+            ack_url=self._ack_url(note, now),
         )
         mail = render_alert(
             notice,

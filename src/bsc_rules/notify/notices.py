@@ -72,6 +72,7 @@ class AlertNotice:
     escalated: bool = False
     repeat: int = 0
     acknowledged_note: str | None = None
+    ack_url: str | None = None  # the signed acknowledgement link, where the office has one
 
 
 @dataclass(frozen=True, slots=True)

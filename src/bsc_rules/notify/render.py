@@ -317,6 +317,8 @@ def _alert_context(n: AlertNotice, office_name: str, date: int) -> dict[str, Any
         "repeat": n.repeat,
         "note": n.acknowledged_note,
         "alert_key": n.alert_key,
+        "ack_url": n.ack_url,
+        "ack_command": f"bsc-rules ack {n.alert_key} --by 姓名 --note 處理情形",
         "year": roc_year(year_of(n.as_of)),
         "days_overdue": f_days_since(n.due, n.as_of) if n.due is not None else None,
         "date": date,

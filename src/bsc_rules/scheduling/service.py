@@ -160,6 +160,9 @@ class Service:
         except BaseException:
             self._db_lock.release()
             raise
+        secret = settings.ack_secret
+        if settings.public_url and secret is not None and self.pipeline.ack_links is None:
+            self.pipeline.ack_links = (settings.public_url, secret.get_secret_value().encode())
         self.schedule = Schedule(settings.tick_minutes, settings.digest.day, settings.digest.hour)
         self.scheduler: Any = None
         self._lock = threading.RLock()
