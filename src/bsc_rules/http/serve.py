@@ -17,9 +17,11 @@ from datetime import datetime
 from types import FrameType
 
 import uvicorn
+from starlette.routing import Route
 
 from bsc_rules.calendar import TAIPEI
 from bsc_rules.clock import Clock, SystemClock
+from bsc_rules.http.ack import ack_routes
 from bsc_rules.http.app import create_app
 from bsc_rules.http.auth import TokenBook
 from bsc_rules.http.config import HttpConfig, load_config
@@ -28,6 +30,13 @@ from bsc_rules.scheduling.service import Service
 from bsc_rules.settings import Settings
 
 log = logging.getLogger("bsc_rules.http")
+
+
+def _ack(settings: Settings, door: Door, clock: Clock) -> list[Route]:
+    """The /ack pages, where the office signs acknowledgement links (BSC_RULES_ACK_SECRET)."""
+    if settings.ack_secret is None:
+        return []
+    return ack_routes(door, settings.ack_secret.get_secret_value().encode(), clock)
 
 
 class TaipeiFormatter(logging.Formatter):
@@ -106,9 +115,8 @@ def serve_http(
                 lambda: service.scheduler is not None and bool(service.scheduler.running),
             )
             try:
-                app = create_app(
-                    door, tokens_for(config, door.office), clock, config.origins(), config.http.rate
-                )
+                tokens, ack = tokens_for(config, door.office), _ack(settings, door, clock)
+                app = create_app(door, tokens, clock, config.origins(), config.http.rate, ack)
                 server = uvicorn.Server(
                     uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
                 )
