@@ -633,3 +633,26 @@ def test_after_an_outage_retry_then_replay_again_delivers_what_was_queued(
     assert len({m.message_id for m in mail}) == parked
     assert any(case in m.subject for m in mail)
     assert all(m.date < at("2017-03-25 00:00") for m in mail)  # simulated, not the wall clock
+
+
+def test_a_case_carried_into_the_new_year_is_shown_in_its_own_year(
+    tmp_path: Path, settings_file: Path
+) -> None:
+    """Applied 106/12/27 and never paid: its overdue notices in 107 speak of 106's scorecard
+    and 106's BP1.1 figure, not 「依本所107年度策略地圖」 with 「無資料」."""
+    case = "BS1061227001"
+    events = [
+        event("birth_subsidy.applied", "2017-12-27T10:00:00+08:00", case, {"amount": 20000}),
+        event("birth_subsidy.applied", "2017-12-01T10:00:00+08:00", "BS1061201", {"amount": 1}),
+        event("birth_subsidy.paid", "2017-12-05T10:00:00+08:00", "BS1061201"),
+    ]
+    mail = replay_events(tmp_path, settings_file, events, "2018-01-12T12:00:00+08:00")
+    late = [m for m in mail if m.key == f"case:BP1.1:{case}" and m.kind == "overdue"]
+    assert late
+    assert all(m.date.year == 2018 for m in late)
+    for m in late:
+        text = m.part("plain")
+        assert "依本所106年度策略地圖" in text
+        assert "107年度" not in text
+        assert "無資料" not in text
+        assert "50%" in text  # 106's BP1.1: one of the two applications overdue

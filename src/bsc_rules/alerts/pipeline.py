@@ -19,6 +19,7 @@ from bsc_rules.alerts.acklink import VALID_FOR, AckClaim, ack_url
 from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy, step
 from bsc_rules.alerts.notes import Notes
 from bsc_rules.alerts.table import AlertTable, message_id
+from bsc_rules.calendar import year_of
 from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.digest import DigestInputs, build_digests
 from bsc_rules.notify.notices import AlertNotice, NoteLine, kpi_info
@@ -59,8 +60,12 @@ class Pipeline:
 
     def observe(self, report: Report, records: dict[str, AlertRecord], now: int) -> dict[str, Seen]:
         seen: dict[str, Seen] = {}
+        of_year = {report.year: report}  # a case carried over is shown in its own year
         for case in report.cases:
-            kpi = report.kpis[case.kpi]
+            year = year_of(case.opened)
+            if year not in of_year:
+                of_year[year] = self.card.report_at(now, year)
+            kpi = of_year[year].kpis[case.kpi]
             seen[f"case:{case.kpi}:{case.subject}"] = Seen(
                 Observation(case.state, case.since),  # type: ignore[arg-type]
                 kpi,

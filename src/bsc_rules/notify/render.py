@@ -319,7 +319,9 @@ def _alert_context(n: AlertNotice, office_name: str, date: int) -> dict[str, Any
         "alert_key": n.alert_key,
         "ack_url": n.ack_url,
         "ack_command": f"bsc-rules ack {n.alert_key} --by 姓名 --note 處理情形",
-        "year": roc_year(year_of(n.as_of)),
+        # a case is shown in the context of its own year (one opened in 106 and overdue in
+        # 107 is 106's), a KPI alert in the year of its report
+        "year": roc_year(year_of(n.opened if n.opened is not None else n.as_of)),
         "days_overdue": f_days_since(n.due, n.as_of) if n.due is not None else None,
         "date": date,
     }
