@@ -463,7 +463,7 @@ def test_bad_header_names_are_refused(name: str) -> None:
 def test_missing_variable_names_the_template(templates: Path) -> None:
     """StrictUndefined: a variable the template was not given fails, naming file and line."""
     path = templates / "at_risk.txt.j2"
-    source = path.read_text(encoding="utf-8").replace("並於1週內", "並於{{ no_such_value }}")
+    source = path.read_text(encoding="utf-8").replace("前於系統確認", "前{{ no_such_value }}")
     path.write_text(source, encoding="utf-8")
     with pytest.raises(RenderError, match=r"at_risk\.txt\.j2.*line \d+.*no_such_value"):
         alert(TF_AT_RISK, templates=templates)
@@ -718,3 +718,18 @@ def test_digest_month_is_the_month_own_change_and_pace_is_shown_when_met() -> No
     january = DigestBuilder(inputs, 2017, 1).build("director").rows
     [jan] = [r for r in january if r.kpi.id == "AC1.1"]
     assert jan.month_value == pytest.approx(0.5)  # January's 1,000, not the 10,000 before
+
+
+def test_at_risk_says_what_kind_of_behind() -> None:
+    """A rate KPI at risk is below its target (「低於年度目標值80%」, not 「進度落後」); a
+    progress KPI says what was expected by now, the pace line; both ask for a concrete date."""
+    cp = replace(BP, id="CP1.1", name="跨機關通報比率", direction="higher", kind="rate")
+    rate = alert(replace(TF_AT_RISK, kpi=cp, value=79.5, target=80.0))
+    assert "低於年度目標值80%" in rate.subject
+    assert "進度落後" not in rate.subject + rate.text
+    tf = replace(TF_AT_RISK, kpi=replace(TF_AT_RISK.kpi, kind="progress"), pace=520.1)
+    progress = alert(tf)
+    assert "低於應達進度520.1頁（年度目標值≥1,250頁）" in progress.subject
+    for body in (progress.text, progress.html):
+        assert "截至同日應達520.1頁" in body
+        assert "106年5月17日前" in body  # a week after 106/05/10, as a date

@@ -206,6 +206,7 @@ class Pipeline:
             escalated=note.escalated,
             repeat=note.count,
             ack_url=self._ack_url(note, now),
+            pace=_float(result.pace),
         )
         mail = render_alert(
             notice,

@@ -90,14 +90,14 @@ def _number(value: float | None) -> float | None:
 
 
 def _example_kpis(data: dict[str, Any]) -> dict[str, KpiInfo]:
-    kpis = {}
+    kpis, kinds = {}, {k: v.spec.kind for k, v in load_ruleset().kpis.items()}
     for kid, (name, obj, obj_name, theme, persp, owner, unit, direction, *label) in data[
         "kpis"
     ].items():
         kpis[kid] = KpiInfo(
             kid, name, obj, obj_name, theme, data["themes"][theme], persp,
             data["perspectives"][persp], owner, data["sections"][owner], unit, direction,
-            label=label[0] if label else "",
+            label=label[0] if label else "", kind=kinds.get(kid, "rate"),
         )  # fmt: skip
     return kpis
 

@@ -39,6 +39,7 @@ class KpiInfo:
     unit: Literal["percent", "count", "pages"]
     direction: Literal["higher", "lower"]
     label: str = ""  # short label for subjects and tables (the name where it is short)
+    kind: Literal["rate", "progress"] = "rate"  # progress KPIs accumulate: pace matters
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -73,6 +74,7 @@ class AlertNotice:
     repeat: int = 0
     acknowledged_note: str | None = None
     ack_url: str | None = None  # the signed acknowledgement link, where the office has one
+    pace: float | None = None  # a progress KPI's value expected by now (the pace line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,4 +201,5 @@ def kpi_info(rules: RuleSet, kpi: Kpi) -> KpiInfo:
         unit=spec.unit,
         direction=spec.direction,
         label=spec.label or spec.name,
+        kind=spec.kind,
     )
