@@ -176,6 +176,10 @@ PARTITION_EXISTS = (
     "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
     " WHERE i.inhparent = 'events'::regclass AND c.relname = %s"
 )
+PARTITION_BOUNDS = (
+    "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+    " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass"
+)
 PARTITION_CREATE = "CREATE TABLE {name} PARTITION OF events FOR VALUES IN ({office})"
 
 # Every write to an office's log takes this lock first, for the transaction: the writers of

@@ -113,10 +113,30 @@ def ensure_partition(conn: psycopg.Connection[Any], office: str) -> None:
         conn.execute(create)
 
 
+def offices(url: str) -> list[str]:
+    """The offices that have an events partition in the database, sorted."""
+    conn = connect(url)
+    try:
+        rows = conn.execute(pg_schema.PARTITION_BOUNDS).fetchall()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot use the database {describe(url)}: {exc}") from exc
+    finally:
+        conn.close()
+    return sorted(_listed_value(str(bound)) for (bound,) in rows)
+
+
+def _listed_value(bound: str) -> str:
+    """The office of a partition bound as PostgreSQL prints it: ``FOR VALUES IN ('x')``."""
+    inner = bound.removeprefix("FOR VALUES IN (").removesuffix(")")
+    return inner[1:-1].replace("''", "'")
+
+
 class PostgresStore:
     """The append-only event log of one office in a PostgreSQL database."""
 
-    def __init__(self, url: str, office: str) -> None:
+    def __init__(self, url: str, office: str, *, partition: bool = True) -> None:
+        """The store of ``office``, its events partition created unless ``partition`` is
+        false (a store that only keeps rejections, e.g. of offices outside the deployment)."""
         if not office:
             raise StoreError("a PostgreSQL store needs an office code")
         self.url = url
@@ -126,7 +146,8 @@ class PostgresStore:
         self._conn = connect(url)
         try:
             with self._errors():
-                ensure_partition(self._conn, office)
+                if partition:
+                    ensure_partition(self._conn, office)
                 self._conn.execute(_STAGING)
         except BaseException:
             self._conn.close()
