@@ -46,7 +46,10 @@ def test_a_sqlite_file_is_upgraded_and_says_from_what_to_what(tmp_path: Path) ->
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == events
     code, text = run(["db", "upgrade", "--db", str(db)])
-    assert (code, text.strip()) == (0, f"資料庫 {db}：結構版本 {SCHEMA_VERSION}，已是最新，未變更。")
+    assert (code, text.strip()) == (
+        0,
+        f"資料庫 {db}：結構版本 {SCHEMA_VERSION}，已是最新，未變更。",
+    )
 
 
 def test_every_file_of_a_directory_is_upgraded(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from bsc_rules.errors import StoreError
 from bsc_rules.store.base import EventStore
-from bsc_rules.store.directory import REJECTED, check_code, is_directory_form
+from bsc_rules.store.directory import REJECTED, OfficeDirectory, check_code, is_directory_form
 
 Form = Literal["postgres", "directory", "file"]
 _URL_SCHEMES = ("postgresql://", "postgres://")
@@ -113,6 +113,15 @@ def open_store(db: str | Path, office: str) -> EventStore:
         except OSError as exc:
             raise StoreError(f"cannot create the database directory {root}: {exc}") from exc
     return SQLiteStore(root / f"{check_code(office)}.db")
+
+
+def create_offices(db: str | Path, offices: list[str]) -> None:
+    """What ``ingest`` into a multi-office database does first: in the directory form, the
+    directory and ``DIR/<code>.db`` of every office of the deployment (created or upgraded);
+    in PostgreSQL, nothing (an office's partition comes with its first store)."""
+    if form_of(db) == "directory":
+        with OfficeDirectory(db, offices, create=True) as directory:
+            directory.create_all()
 
 
 def open_rejected(db: str | Path) -> EventStore:
