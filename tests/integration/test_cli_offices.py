@@ -171,3 +171,43 @@ def test_the_offices_postgres_holds_are_read_back_exactly(pg_url: str) -> None:
         PostgresStore(pg_url, code).close()
     PostgresStore(pg_url, "_rejected", partition=False).close()
     assert held_offices(pg_url) == sorted(codes)
+
+
+@pytest.mark.parametrize("form", ["directory", "postgres"])
+def test_two_workers_ingest_what_one_process_does(
+    form: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    city: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    """``--workers 2`` on two offices, dealt to two processes: the summary adds them
+    up to the single process's counts, the reports are each office file's, the line of an
+    office outside the deployment is kept once."""
+    db = request.getfixturevalue("pg_url") if form == "postgres" else f"{tmp_path / 'city'}/"
+    single = tmp_path / "single"
+    one = run(["ingest", str(city["both"]), "--db", f"{single}/", *rules_args(city),
+               "--matcher", "python"])  # fmt: skip
+    two = run(["ingest", str(city["both"]), "--db", db, *rules_args(city), "--matcher",
+               "python", "--workers", "2"])  # fmt: skip
+    assert two[0] == one[0] == 3
+    assert two[1].replace(db, "DB") == one[1].replace(f"{single}/", "DB")
+    assert "  datong：新增" in two[1]
+    assert "  wanhua：新增" in two[1]
+    check_reports(db, city, expected)
+    if form == "directory":
+        kept = SQLiteStore(tmp_path / "city" / "_rejected.db")
+    else:
+        kept = PostgresStore(db, "_rejected", partition=False)
+    assert [r[2] for r in kept.rejections()] == ["beitou-1"]
+    kept.close()
+
+
+def test_workers_need_a_multi_office_database(
+    tmp_path: Path, city: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "office.db")
+    code, _ = run(["ingest", str(city["files"]["datong"]), "--db", db, "--workers", "2"])
+    assert code == 2
+    assert "--workers" in capsys.readouterr().err
+    assert not Path(db).exists()

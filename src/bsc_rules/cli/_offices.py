@@ -4,12 +4,16 @@ rejected and kept), and the reports of several offices."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import multiprocessing
+from collections.abc import Collection, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from bsc_rules.cli._common import Interrupt, lines
 from bsc_rules.errors import UsageError
 from bsc_rules.events import Rejection
-from bsc_rules.rules.ruleset import RuleSet
+from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 from bsc_rules.scorecard import IngestSummary, Scorecard
 from bsc_rules.store.base import EventStore
 from bsc_rules.store.dbform import create_offices, open_rejected, open_store
@@ -48,19 +52,32 @@ class OfficesSummary:
 class RoutedIngest:
     """One scorecard per office of the deployment, opened on the office's first line."""
 
-    def __init__(self, db: str, sets: dict[str, RuleSet], matcher: str, origin: str) -> None:
+    def __init__(
+        self, db: str, sets: dict[str, RuleSet], matcher: str, origin: str, create: bool = True
+    ) -> None:
         self.db, self.sets, self.matcher, self.origin = db, sets, matcher, origin
         self.summary = OfficesSummary()
         self._cards: dict[str, Scorecard] = {}
         self._pending: dict[str, list[tuple[int, bytes]]] = {}
         self._rejected: EventStore | None = None
-        create_offices(db, list(sets))
+        if create:
+            create_offices(db, list(sets))
 
-    def run(self, lines: Iterable[tuple[int, bytes]], office: str | None = None) -> OfficesSummary:
-        """Route and ingest ``lines``; everything routed is committed before returning
-        (also when the lines stop early)."""
+    def run(
+        self,
+        lines: Iterable[tuple[int, bytes]],
+        office: str | None = None,
+        mine: Collection[str] | None = None,
+        keep_unknown: bool = True,
+    ) -> OfficesSummary:
+        """Route and ingest ``lines`` (only those of the offices ``mine``, when given; the
+        lines of no known office only if ``keep_unknown``); everything routed is committed
+        before returning (also when the lines stop early)."""
+        keep = self._keep if keep_unknown else _drop
         try:
-            for code, number, raw in route(lines, tuple(self.sets), self._keep, office=office):
+            for code, number, raw in route(lines, tuple(self.sets), keep, office=office):
+                if mine is not None and code not in mine:
+                    continue
                 pending = self._pending.setdefault(code, [])
                 pending.append((number, raw))
                 if len(pending) >= BATCH:
@@ -98,6 +115,48 @@ class RoutedIngest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _drop(rejection: Rejection) -> None:
+    return None
+
+
+def ingest_in_workers(
+    db: str, folders: list[Path | None], matcher: str, path: Path, office: str | None, workers: int
+) -> OfficesSummary:
+    """Ingest a many-office file with ``workers`` processes, the deployment's offices dealt
+    out among them (sorted codes, round robin); each process reads the file, ingests the
+    lines of its offices into its own stores, and the first also keeps the lines of no
+    known office. The summaries are added up."""
+    codes = sorted(load_ruleset(f).code for f in folders)
+    create_offices(db, codes)  # once, before the workers (no two create a file at once)
+    shares = [codes[k::workers] for k in range(min(workers, len(codes)))]
+    context = multiprocessing.get_context("spawn")  # no connection or lock crosses a fork
+    total = OfficesSummary()
+    with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
+        futures = [
+            pool.submit(_work, db, folders, matcher, path, office, share, k == 0)
+            for k, share in enumerate(shares)
+        ]
+        for future in futures:
+            total.add(future.result())
+    return total
+
+
+def _work(
+    db: str,
+    folders: list[Path | None],
+    matcher: str,
+    path: Path,
+    office: str | None,
+    share: list[str],
+    keep_unknown: bool,
+) -> OfficesSummary:
+    """One worker process: its offices' lines of the file, into its own stores."""
+    sets = {rules.code: rules for rules in map(load_ruleset, folders)}
+    with Interrupt() as interrupt, RoutedIngest(db, sets, matcher, path.name, False) as routed:
+        numbered = enumerate(lines(path, stop=interrupt), 1)
+        return routed.run(numbered, office, mine=set(share), keep_unknown=keep_unknown)
 
 
 def rules_for(sets: dict[str, RuleSet], office: str) -> RuleSet:

@@ -29,7 +29,7 @@ from bsc_rules.cli._common import (
     require_db,
     rule_sets,
 )
-from bsc_rules.cli._offices import RoutedIngest, rules_for
+from bsc_rules.cli._offices import OfficesSummary, RoutedIngest, ingest_in_workers, rules_for
 from bsc_rules.cli._output import (
     FileProgress,
     out,
@@ -39,6 +39,7 @@ from bsc_rules.cli._output import (
     table,
     write_json,
 )
+from bsc_rules.errors import UsageError
 from bsc_rules.measures.report import Report
 from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 from bsc_rules.scorecard import IngestSummary, Scorecard
@@ -70,6 +71,12 @@ def register(sub: Any) -> None:
     ingest.add_argument("events", type=Path)
     add_db(ingest)
     add_rule_sets(ingest)
+    ingest.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing a many-office file by office (a directory or postgresql:// --db)",
+    )
     rejected = command(sub, "rejected", _rejected, "list the rejected events kept in a database")
     rejected.add_argument("--db", type=Path, required=True, help="SQLite event log")
     rejected.add_argument("--format", choices=("table", "json"), default="table")
@@ -148,8 +155,13 @@ def _status_offices(args: argparse.Namespace, sets: dict[str, RuleSet]) -> list[
 def _ingest(args: argparse.Namespace, ctx: Context) -> int:
     sets = rule_sets(args)
     size = args.events.stat().st_size if args.events.exists() else 0
+    if args.workers < 1:
+        raise BadArguments(f"--workers {args.workers}: expected a number of processes, 1 or more")
     if form_of(args.db) != "file":
         return _ingest_offices(args, ctx, sets, size)
+    if args.workers > 1:
+        msg = "--workers: a SQLite file holds one office; give a directory or a postgresql:// URL"
+        raise BadArguments(msg)
     rules = rules_for(sets, pick_office(args.db, args.office, list(sets)))
     with (
         Interrupt() as interrupt,
@@ -167,6 +179,13 @@ def _ingest_offices(
     """A many-office file into the directory form or PostgreSQL, routed by office."""
     if args.office is not None and args.office not in sets:
         raise BadArguments(f"--office {args.office}: no rule set for it (--rules)")
+    if args.workers > 1:
+        with Interrupt() as interrupt:
+            _readable(args.events)  # said here, not by each worker
+            done = ingest_in_workers(
+                args.db, args.rules or [None], matcher(args), args.events, args.office, args.workers
+            )
+        return _offices_ingested(args, ctx, done, interrupt.requested)
     with (
         Interrupt() as interrupt,
         FileProgress(size) as progress,
@@ -174,8 +193,20 @@ def _ingest_offices(
     ):
         numbered = enumerate(lines(args.events, progress, stop=interrupt), 1)
         done = routed.run(numbered, office=args.office)
-    summary = done.total()
-    code = _ingested(args, ctx, summary, interrupt.requested)
+    return _offices_ingested(args, ctx, done, interrupt.requested)
+
+
+def _readable(path: Path) -> None:
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _offices_ingested(
+    args: argparse.Namespace, ctx: Context, done: OfficesSummary, interrupted: bool
+) -> int:
+    code = _ingested(args, ctx, done.total(), interrupted)
     for office, each in sorted(done.offices.items()):
         out(ctx.console, f"  {office}：{_counts(each)}")
     if done.unknown:
