@@ -291,19 +291,21 @@ def open_store(db: str, office: str, *, create: bool = True) -> EventStore:
 def pick_office(db: str, office: str | None, codes: list[str]) -> str:
     """The one office a command is about: ``--office``, else the only one the database
     holds (the only rule set's, for a SQLite file or an empty database)."""
-    from bsc_rules.store.dbform import held_offices
+    from bsc_rules.store.dbform import held_offices, shown
 
     held = held_offices(db)
     if office is not None:
         if form_of(db) != "file" and held and office not in held:
-            msg = f"資料庫 {db} 中沒有戶所 {office!r}（現有：{'、'.join(held)}）"
+            msg = f"資料庫 {shown(db)} 中沒有戶所 {office!r}（現有：{'、'.join(held)}）"
             raise BadArguments(msg)
         return office
     candidates = held or codes
     if len(candidates) == 1:
         return candidates[0]
+    if not candidates:
+        raise UsageError(f"資料庫 {shown(db)} 中尚無任何戶所的資料")
     msg = (
-        f"資料庫 {db} 有多個戶所（{'、'.join(candidates)}），請以 --office 指定其一"
+        f"資料庫 {shown(db)} 有多個戶所（{'、'.join(candidates)}），請以 --office 指定其一"
         "（或以 --all-offices 列出全部）"
     )
     raise BadArguments(msg)
@@ -313,3 +315,10 @@ def form_of(db: str) -> str:
     from bsc_rules.store.dbform import form_of as form
 
     return form(db)
+
+
+def shown(db: str) -> str:
+    """``--db`` as it may be printed (a URL without its password)."""
+    from bsc_rules.store.dbform import shown as show
+
+    return show(db)

@@ -43,7 +43,9 @@ from bsc_rules.errors import UsageError
 from bsc_rules.measures.report import Report
 from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 from bsc_rules.scorecard import IngestSummary, Scorecard
-from bsc_rules.store.dbform import held_offices
+from bsc_rules.store.dbform import held_offices, shown
+from bsc_rules.store.dbform import rejections as kept_rejections
+from bsc_rules.store.directory import REJECTED
 
 
 def register(sub: Any) -> None:
@@ -78,7 +80,7 @@ def register(sub: Any) -> None:
         help="processes sharing a many-office file by office (a directory or postgresql:// --db)",
     )
     rejected = command(sub, "rejected", _rejected, "list the rejected events kept in a database")
-    rejected.add_argument("--db", type=Path, required=True, help="SQLite event log")
+    add_db(rejected)
     rejected.add_argument("--format", choices=("table", "json"), default="table")
     simulate = command(sub, "simulate", _simulate, "write a realistic year of events (JSONL)")
     simulate.add_argument(
@@ -139,8 +141,15 @@ def _status(args: argparse.Namespace, ctx: Context) -> int:
             out(ctx.console, "")
     rejected = sum(r.rejected for r in reports.values())
     if rejected and args.format == "table":
-        out(ctx.console, f"退回明細：bsc-rules rejected --db {args.db}")
+        out(ctx.console, f"退回明細：bsc-rules rejected --db {_where(args.db, offices)}")
     return exit_for(rejected)
+
+
+def _where(db: str, offices: list[str]) -> str:
+    """``--db`` (and ``--office``) for a hint that names one office's database."""
+    if form_of(db) == "file":
+        return shown(db)
+    return f"{shown(db)} --office {offices[0] if len(offices) == 1 else 'CODE'}"
 
 
 def _status_offices(args: argparse.Namespace, sets: dict[str, RuleSet]) -> list[str]:
@@ -218,12 +227,16 @@ def _ingested(
     args: argparse.Namespace, ctx: Context, summary: IngestSummary, interrupted: bool
 ) -> int:
     if interrupted:
-        out(ctx.console, f"已中斷（{args.db}）：{_counts(summary)}，均已存入；其餘各行未匯入。")
+        out(
+            ctx.console,
+            f"已中斷（{shown(args.db)}）：{_counts(summary)}，均已存入；其餘各行未匯入。",
+        )
         return INTERRUPTED
-    out(ctx.console, f"匯入完成（{args.db}）：{_counts(summary)}。")
+    out(ctx.console, f"匯入完成（{shown(args.db)}）：{_counts(summary)}。")
     rejections(ctx.console, summary.rejections, summary.rejected)
     if summary.rejected:
-        out(ctx.console, f"  退回事件均已保存於資料庫：bsc-rules rejected --db {args.db}")
+        where = shown(args.db) + ("" if form_of(args.db) == "file" else " --office CODE")
+        out(ctx.console, f"  退回事件均已保存於資料庫：bsc-rules rejected --db {where}")
     return exit_for(summary.rejected)
 
 
@@ -235,12 +248,18 @@ def _counts(summary: IngestSummary) -> str:
 
 
 def _rejected(args: argparse.Namespace, ctx: Context) -> int:
-    from bsc_rules.store.sqlite import SQLiteStore
-
-    require_db(args.db)
-    store = SQLiteStore(args.db)
+    """The rejections of the file, or of one office (``--office _rejected``: of the
+    offices outside the deployment)."""
+    office = ""
+    if form_of(args.db) == "file":
+        require_db(Path(args.db))
+    elif args.office == REJECTED:
+        office = REJECTED
+    else:
+        office = pick_office(args.db, args.office, [])
+    store = open_store(args.db, office, create=False)
     try:
-        rows = store.rejections()
+        rows = kept_rejections(store)
     finally:
         store.close()
     if args.format == "json":
@@ -251,7 +270,7 @@ def _rejected(args: argparse.Namespace, ctx: Context) -> int:
     headers = ("來源", "行", "事件編號", "欄位", "原因")
     shown = [(o, str(ln or "—"), i or "—", f or "—", r) for o, ln, i, f, r in rows]
     ctx.console.print(table(headers, shown))
-    out(ctx.console, f"退回事件：{len(rows)}筆（{args.db}）")
+    out(ctx.console, f"退回事件：{len(rows)}筆（{_where(args.db, [office])}）")
     return OK
 
 

@@ -5,9 +5,11 @@ URL, a directory of per-office SQLite files (an existing directory, or a path en
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from bsc_rules.errors import StoreError
 from bsc_rules.store.base import EventStore
@@ -23,6 +25,21 @@ def form_of(db: str | Path) -> Form:
     if text.startswith(_URL_SCHEMES):
         return "postgres"
     return "directory" if is_directory_form(text) else "file"
+
+
+def shown(db: str | Path) -> str:
+    """``--db`` as it may be printed: a URL's password (in the user part or the query)
+    replaced by ``***``."""
+    text = str(db)
+    if form_of(text) != "postgres":
+        return text
+    parts = urlsplit(text)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,8 @@ def open_store(db: str | Path, office: str) -> EventStore:
     """The event store of ``office`` in ``db`` (created if new: the directory and its
     ``DIR/<office>.db``, the office's partition)."""
     form = form_of(db)
+    if office == REJECTED and form != "file":
+        return open_rejected(db)
     if form == "postgres":
         from bsc_rules.store.postgres import PostgresStore
 
@@ -134,3 +153,17 @@ def open_rejected(db: str | Path) -> EventStore:
     from bsc_rules.store.sqlite import SQLiteStore
 
     return SQLiteStore(Path(db) / f"{REJECTED}.db")
+
+
+def rejections(store: EventStore) -> list[tuple[str, int, str | None, str, str]]:
+    """``(origin, line, event id, field, reason)`` of every rejection a database's store
+    keeps, oldest first."""
+    from bsc_rules.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        return store.rejections()
+    from bsc_rules.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        return store.rejections()
+    raise StoreError("this store keeps no rejections to list")  # pragma: no cover
