@@ -20,6 +20,7 @@ from bsc_rules.errors import StoreError
 from bsc_rules.events import Event, Rejection, parse_line
 from bsc_rules.store import pg_schema
 from bsc_rules.store import postgres as pg_store
+from bsc_rules.store.db import SCHEMA_VERSION
 from bsc_rules.store.postgres import PostgresStore
 from bsc_rules.store.sqlite import SQLiteStore
 from tests import pg
@@ -195,7 +196,7 @@ def test_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     PostgresStore(pg_url, "datong").close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
-    with pytest.raises(StoreError, match=f"version 99.* up to {pg_schema.SCHEMA_VERSION}"):
+    with pytest.raises(StoreError, match=f"version 99.* up to {SCHEMA_VERSION}"):
         PostgresStore(pg_url, "datong")
 
 
@@ -203,7 +204,7 @@ def test_schema_is_created_once_and_commits_are_synchronous(pg_url: str) -> None
     first, second = PostgresStore(pg_url, "datong"), PostgresStore(pg_url, "datong")
     conn = second.connection
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (
-        str(pg_schema.SCHEMA_VERSION),
+        str(SCHEMA_VERSION),
     )
     assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
     first.append(parsed(ev()))

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
-from bsc_rules.cli import authoring_cmds, mail_cmds, note_cmds, report_cmds
+from bsc_rules.cli import authoring_cmds, db_cmds, mail_cmds, note_cmds, report_cmds
 from bsc_rules.cli._common import (
     BAD_ARGUMENTS,
     BROKEN_PIPE,
@@ -25,6 +25,7 @@ from bsc_rules.cli._common import (
     INTERRUPTED,
     BadArguments,
     Context,
+    shown,
 )
 from bsc_rules.cli._output import PipeConsole, stderr
 from bsc_rules.clock import Clock, SystemClock
@@ -33,7 +34,7 @@ from bsc_rules.privacy import mask_text
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-COMMAND_MODULES = (report_cmds, mail_cmds, note_cmds, authoring_cmds)
+COMMAND_MODULES = (report_cmds, mail_cmds, note_cmds, authoring_cmds, db_cmds)
 """The modules whose ``register(sub)`` adds their sub-commands, in the order of --help."""
 
 
@@ -93,7 +94,10 @@ def _fail(args: argparse.Namespace, text: str) -> None:
 def _with_db(text: str, args: argparse.Namespace) -> str:
     """The message, naming the database file when it does not already."""
     db = getattr(args, "db", None)
-    return text if db is None or str(db) in text else f"{text} [database: {db}]"
+    if db is None:
+        return text
+    where = shown(str(db))
+    return text if where in text or str(db) in text else f"{text} [database: {where}]"
 
 
 def _closed_pipe(stream: IO[str]) -> int:

@@ -23,7 +23,9 @@ from bsc_rules.clock import Clock
 from bsc_rules.errors import UsageError
 
 if TYPE_CHECKING:
+    from bsc_rules.rules.ruleset import RuleSet
     from bsc_rules.settings import Settings
+    from bsc_rules.store.base import EventStore
     from bsc_rules.store.sqlite import SQLiteStore
 
 OK = 0
@@ -207,12 +209,116 @@ def binary_stdout(stdout: IO[str]) -> IO[bytes] | IO[str]:
 
 
 def open_db(args: argparse.Namespace) -> tuple[Settings, SQLiteStore]:
-    """The settings and the database a command about stored state works on (it must exist:
-    such a command never creates an empty one)."""
+    """The settings and the SQLite file a command about stored state works on (it must
+    exist: such a command never creates an empty one). These commands (outbox, ack,
+    history, comment) work on one office's SQLite file."""
     from bsc_rules.store.sqlite import SQLiteStore
 
     settings = load(args)
-    if not settings.database.exists():
-        msg = f"database {settings.database} does not exist"
+    db = str(settings.database)
+    if form_of(db) != "file":
+        msg = f"--db {db}：此指令目前只支援單一戶所的 SQLite 資料庫檔"
         raise UsageError(msg)
-    return settings, SQLiteStore(settings.database)
+    store = open_store(db, "", create=False)
+    assert isinstance(store, SQLiteStore)  # the file form
+    return settings, store
+
+
+# ---------------------------------------------------------------- --db in its three forms
+
+
+def add_db(cmd: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--db`` in its three forms, and ``--office`` for a database of several offices."""
+    cmd.add_argument(
+        "--db",
+        required=required,
+        help="SQLite file, directory of per-office files (DIR/ or an existing one),"
+        " or postgresql:// URL",
+    )
+    cmd.add_argument("--office", help="office code, where the database holds several")
+
+
+def add_rule_sets(cmd: argparse.ArgumentParser) -> None:
+    """``--rules`` repeatable (one rule folder per office of the deployment), ``--matcher``."""
+    cmd.add_argument(
+        "--rules",
+        type=Path,
+        action="append",
+        help="rule folder of an office (repeatable: one per office of the deployment;"
+        " default: the project's rules/)",
+    )
+    cmd.add_argument(
+        "--matcher",
+        choices=("auto", "durable", "python"),
+        help="condition matcher (default: auto)",
+    )
+
+
+def rule_sets(args: argparse.Namespace) -> dict[str, RuleSet]:
+    """The deployment's offices and their rule sets, from the ``--rules`` folders."""
+    from bsc_rules.rules.ruleset import load_ruleset
+
+    found: dict[str, RuleSet] = {}
+    for folder in args.rules or [None]:
+        rules = load_ruleset(folder)
+        if rules.code in found:
+            msg = f"--rules {folder}: office {rules.code!r} is given twice"
+            raise BadArguments(msg)
+        found[rules.code] = rules
+    return found
+
+
+def db_value(args: argparse.Namespace) -> str:
+    """The ``--db`` value as given (a URL stays a URL), else the settings' database."""
+    if getattr(args, "db", None) is not None:
+        return str(args.db)
+    return str(load(args).database)
+
+
+def open_store(db: str, office: str, *, create: bool = True) -> EventStore:
+    """The event store of ``office`` in the database ``db`` (any of the three forms); with
+    ``create`` false, a database or office file that does not exist is an error."""
+    from bsc_rules.store.dbform import open_store as open_form
+
+    if not create:
+        if form_of(db) == "file":
+            require_db(Path(db))
+        elif form_of(db) == "directory":
+            require_db(Path(db) / f"{office}.db")
+    return open_form(db, office)
+
+
+def pick_office(db: str, office: str | None, codes: list[str]) -> str:
+    """The one office a command is about: ``--office``, else the only one the database
+    holds (the only rule set's, for a SQLite file or an empty database)."""
+    from bsc_rules.store.dbform import held_offices, shown
+
+    held = held_offices(db)
+    if office is not None:
+        if form_of(db) != "file" and held and office not in held:
+            msg = f"資料庫 {shown(db)} 中沒有戶所 {office!r}（現有：{'、'.join(held)}）"
+            raise BadArguments(msg)
+        return office
+    candidates = held or codes
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise UsageError(f"資料庫 {shown(db)} 中尚無任何戶所的資料")
+    msg = (
+        f"資料庫 {shown(db)} 有多個戶所（{'、'.join(candidates)}），請以 --office 指定其一"
+        "（或以 --all-offices 列出全部）"
+    )
+    raise BadArguments(msg)
+
+
+def form_of(db: str) -> str:
+    from bsc_rules.store.dbform import form_of as form
+
+    return form(db)
+
+
+def shown(db: str) -> str:
+    """``--db`` as it may be printed (a URL without its password)."""
+    from bsc_rules.store.dbform import shown as show
+
+    return show(db)

@@ -1,11 +1,13 @@
 """The database layer: the connection, transactions and every table of a bsc_rules database.
 
 Every table (the event log, the rejected events, the alerts and their history, the record
-of runs, the outbox) is created here, by numbered migrations applied in order. The
-database's schema version is the ``schema`` row of ``meta``; opening a database applies
-the migrations it lacks, in one ``BEGIN IMMEDIATE`` transaction, and refuses a database
-newer than this code. The migrations are data (statements per dialect), so that another
-backend (PostgreSQL) applies the same numbered steps in its own SQL.
+of runs, the outbox, the notes) is created here, by numbered migrations applied in order,
+in SQLite and in PostgreSQL alike: :data:`MIGRATIONS` holds the same numbered, named steps
+per dialect, their statements data (:mod:`.sqlite_schema`, :mod:`.pg_schema`). The
+database's schema version is the ``schema`` row of ``meta``; :func:`schema_version` and
+:func:`migrate` take either kind of connection. Opening a database applies the migrations
+it lacks, in one transaction (``BEGIN IMMEDIATE`` in SQLite; under an advisory lock in
+PostgreSQL), and refuses a database newer than this code, naming both versions.
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from bsc_rules.errors import StoreError
+from bsc_rules.store import pg_schema, sqlite_schema
+
+if TYPE_CHECKING:
+    import psycopg
+
+    AnyConnection: TypeAlias = sqlite3.Connection | psycopg.Connection[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,121 +49,37 @@ class Migration:
     columns: tuple[AddColumn, ...] = ()
 
 
-_EVENT_LOG = (
-    """CREATE TABLE IF NOT EXISTS events (
-    seq      INTEGER PRIMARY KEY,
-    source   TEXT NOT NULL,
-    id       TEXT NOT NULL,
-    type     TEXT NOT NULL,
-    time_us  INTEGER NOT NULL,
-    subject  TEXT NOT NULL,
-    digest   BLOB NOT NULL,  -- BLAKE2b-128 of body: a fingerprint for audits and tools
-    body     BLOB NOT NULL,  -- the event as received (see events.Event.body)
-    UNIQUE (source, id)
-)""",
-    """CREATE TABLE IF NOT EXISTS rejected (
-    seq      INTEGER PRIMARY KEY,
-    origin   TEXT NOT NULL DEFAULT '',
-    line     INTEGER NOT NULL DEFAULT 0,
-    digest   BLOB NOT NULL,
-    event_id TEXT,
-    source   TEXT,
-    field    TEXT NOT NULL,
-    reason   TEXT NOT NULL,
-    raw      BLOB NOT NULL,
-    UNIQUE (origin, line, digest)
-)""",
-    """CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END""",
+_STEPS = (
+    "the event log and its rejected events",
+    "alerts, alert history, runs and the outbox",
+    "the sections' notes per KPI and month",
+    "who acknowledged an alert, and when",
 )
-
-# Before version 2 these tables were created on first use (IF NOT EXISTS), and
-# ``alerts.sent`` was added to the statement later: a database made then may lack it.
-_ALERTS_AND_OUTBOX = (
-    """CREATE TABLE IF NOT EXISTS alerts (
-    key          TEXT PRIMARY KEY,
-    state        TEXT NOT NULL,
-    since_us     INTEGER NOT NULL,
-    notified     INTEGER NOT NULL,
-    told         TEXT NOT NULL,
-    escalated    INTEGER NOT NULL,
-    acknowledged INTEGER NOT NULL,
-    ack_note     TEXT,
-    sent         INTEGER NOT NULL DEFAULT 0
-)""",
-    """CREATE TABLE IF NOT EXISTS alert_history (
-    seq        INTEGER PRIMARY KEY,
-    at_us      INTEGER NOT NULL,
-    key        TEXT NOT NULL,
-    event      TEXT NOT NULL,
-    state      TEXT,
-    message_id TEXT,
-    recipients TEXT,
-    note       TEXT
-)""",
-    "CREATE INDEX IF NOT EXISTS alert_history_key ON alert_history (key, seq)",
-    """CREATE TABLE IF NOT EXISTS runs (
-    job     TEXT NOT NULL,
-    period  TEXT NOT NULL,
-    done_us INTEGER NOT NULL,
-    PRIMARY KEY (job, period)
-)""",
-    """CREATE TABLE IF NOT EXISTS outbox (
-    message_id      TEXT PRIMARY KEY,
-    created_us      INTEGER NOT NULL,
-    send_after_us   INTEGER NOT NULL,
-    sender          TEXT NOT NULL,
-    recipients      TEXT NOT NULL,
-    subject         TEXT NOT NULL,
-    body            BLOB NOT NULL,
-    alert_key       TEXT,
-    kind            TEXT NOT NULL,
-    status          TEXT NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'sent', 'parked')),
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_us INTEGER NOT NULL,
-    last_error      TEXT,
-    sent_us         INTEGER
-)""",
-    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_us)",
-)
-
-# The owner sections' analysis and improvement notes per KPI and month (bsc-rules
-# comment): every entry is kept; the digest shows the latest before it is sent.
-_NOTES = (
-    """CREATE TABLE IF NOT EXISTS notes (
-    seq    INTEGER PRIMARY KEY,
-    kpi    TEXT NOT NULL,
-    month  TEXT NOT NULL,  -- YYYY-MM, the month the note is about
-    author TEXT NOT NULL,
-    text   TEXT NOT NULL,
-    at_us  INTEGER NOT NULL  -- when it was entered
-)""",
-    "CREATE INDEX IF NOT EXISTS notes_month ON notes (month, kpi, seq)",
+_ACK_COLUMNS = (
+    AddColumn("alerts", "ack_by", "TEXT"),
+    AddColumn("alerts", "ack_at_us", "BIGINT"),  # INTEGER in SQLite's affinity too
+    AddColumn("alert_history", "actor", "TEXT"),
 )
 
 MIGRATIONS: dict[str, tuple[Migration, ...]] = {
     "sqlite": (
-        Migration(1, "the event log and its rejected events", _EVENT_LOG),
+        Migration(1, _STEPS[0], sqlite_schema.EVENT_LOG),
+        # Before version 2 these tables were created on first use (IF NOT EXISTS), and
+        # ``alerts.sent`` was added to the statement later: a database made then may lack it.
         Migration(
             2,
-            "alerts, alert history, runs and the outbox",
-            _ALERTS_AND_OUTBOX,
+            _STEPS[1],
+            sqlite_schema.ALERTS_AND_OUTBOX,
             (AddColumn("alerts", "sent", "INTEGER NOT NULL DEFAULT 0"),),
         ),
-        Migration(3, "the sections' notes per KPI and month", _NOTES),
-        Migration(
-            4,
-            "who acknowledged an alert, and when",
-            (),
-            (
-                AddColumn("alerts", "ack_by", "TEXT"),
-                AddColumn("alerts", "ack_at_us", "INTEGER"),
-                AddColumn("alert_history", "actor", "TEXT"),
-            ),
-        ),
+        Migration(3, _STEPS[2], sqlite_schema.NOTES),
+        Migration(4, _STEPS[3], (), _ACK_COLUMNS),
+    ),
+    "postgres": (
+        Migration(1, _STEPS[0], pg_schema.EVENT_LOG),
+        Migration(2, _STEPS[1], pg_schema.ALERTS_AND_OUTBOX),
+        Migration(3, _STEPS[2], pg_schema.NOTES),
+        Migration(4, _STEPS[3], (), _ACK_COLUMNS),
     ),
 }
 SCHEMA_VERSION = len(MIGRATIONS["sqlite"])
@@ -282,23 +207,44 @@ def open_database(path: Path) -> sqlite3.Connection:
 # ---------------------------------------------------------------- migrations
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
-    """The version recorded in ``meta`` (0: a new or empty database)."""
-    found = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
-    if found is None:
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+def dialect(conn: AnyConnection) -> str:
+    """``sqlite`` or ``postgres``: the key of :data:`MIGRATIONS` for a connection."""
+    return "sqlite" if isinstance(conn, sqlite3.Connection) else "postgres"
+
+
+def schema_version(conn: AnyConnection) -> int:
+    """The version recorded in ``meta`` (0: a new or empty database), on either kind of
+    connection (a PostgreSQL one in autocommit mode, as :mod:`.postgres` opens them)."""
+    if isinstance(conn, sqlite3.Connection):
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if found is None:
+            return 0
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    else:
+        has_meta = conn.execute(pg_schema.HAS_META).fetchone()
+        if not has_meta or not has_meta[0]:
+            return 0
+        row = conn.execute(pg_schema.READ_VERSION).fetchone()
     return 0 if row is None else int(row[0])
 
 
 def migrate(
-    conn: sqlite3.Connection, path: Path, migrations: tuple[Migration, ...] | None = None
+    conn: AnyConnection, where: Path | str, migrations: tuple[Migration, ...] | None = None
 ) -> int:
     """Apply the migrations the database lacks, in order, in one transaction; return the
-    version reached. A database newer than the code is refused, naming both versions."""
-    steps = MIGRATIONS["sqlite"] if migrations is None else migrations
+    version reached. A database newer than the code is refused, naming both versions.
+
+    ``conn`` is a SQLite or a PostgreSQL connection (its dialect's :data:`MIGRATIONS`);
+    ``where`` names the database in messages (a file, or a server without password)."""
+    steps = MIGRATIONS[dialect(conn)] if migrations is None else migrations
+    if isinstance(conn, sqlite3.Connection):
+        return _migrate_sqlite(conn, Path(where), steps)
+    return _migrate_postgres(conn, str(where), steps)
+
+
+def _migrate_sqlite(conn: sqlite3.Connection, path: Path, steps: tuple[Migration, ...]) -> int:
     latest = len(steps)
     if _current(conn, path, latest) == latest:
         return latest
@@ -311,21 +257,49 @@ def migrate(
     return latest
 
 
-def _current(conn: sqlite3.Connection, path: Path, latest: int) -> int:
+def _migrate_postgres(
+    conn: psycopg.Connection[Any], where: str, steps: tuple[Migration, ...]
+) -> int:
+    """The same in PostgreSQL: one transaction, one upgrader at a time (an advisory lock
+    taken before the version is read again)."""
+    import psycopg
+
+    latest = len(steps)
+    try:
+        if _current(conn, where, latest) == latest:
+            return latest
+        with conn.transaction():
+            for statement in pg_schema.PREAMBLE:
+                conn.execute(statement)
+            version = _current(conn, where, latest)
+            for step in steps[version:]:
+                _apply(conn, step)
+            conn.execute(pg_schema.WRITE_VERSION, (str(latest),))
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot upgrade the database {where}: {exc}") from exc
+    return latest
+
+
+def _current(conn: AnyConnection, where: Path | str, latest: int) -> int:
     version = schema_version(conn)
     if version > latest:
         msg = (
-            f"the database {path}: schema version {version}, this bsc_rules knows up to "
+            f"the database {where}: schema version {version}, this bsc_rules knows up to "
             f"{latest}; upgrade bsc_rules"
         )
         raise StoreError(msg)
     return version
 
 
-def _apply(conn: sqlite3.Connection, step: Migration) -> None:
+def _apply(conn: AnyConnection, step: Migration) -> None:
     for statement in step.statements:
         conn.execute(statement)
     for add in step.columns:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({add.table})")}
-        if add.column not in present:
-            conn.execute(f"ALTER TABLE {add.table} ADD COLUMN {add.column} {add.declaration}")
+        if isinstance(conn, sqlite3.Connection):
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({add.table})")}
+            if add.column not in present:
+                conn.execute(f"ALTER TABLE {add.table} ADD COLUMN {add.column} {add.declaration}")
+        else:
+            conn.execute(
+                f"ALTER TABLE {add.table} ADD COLUMN IF NOT EXISTS {add.column} {add.declaration}"
+            )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -94,38 +94,14 @@ class OfficeDirectory:
     def route(
         self, lines: Iterable[tuple[int, bytes]], *, office: str | None = None, origin: str = ""
     ) -> Iterator[tuple[str, int, bytes]]:
-        """``(office, line number, raw)`` for each line of a many-office file, by its
-        ``office`` attribute (else ``office``, else the deployment's only office); a line
-        of an office not in the deployment is rejected into ``DIR/_rejected.db``, as is one
-        whose office cannot be told. Lines not parsed here are validated by the office's
-        scorecard."""
-        default = office if office is not None else (
-            self.offices[0] if len(self.offices) == 1 else None
-        )  # fmt: skip
-        for number, raw in lines:
-            if not raw or raw.isspace():
-                continue
-            target = _office_of(raw) or default
-            if target in self.offices:
-                yield target, number, raw
-            else:
-                self.rejected().reject(self._unknown(raw, number, target), origin)
+        """``(office, line number, raw)`` for each line of a many-office file (see
+        :func:`route`); a line of an office not in the deployment, or whose office cannot
+        be told, is rejected into ``DIR/_rejected.db``."""
 
-    def _unknown(self, raw: bytes, number: int, target: str | None) -> Rejection:
-        parsed = parse_line(raw, number)
-        if isinstance(parsed, Rejection) and target is None:
-            return parsed  # not an event at all: its own reason
-        known = ", ".join(self.offices)
-        what = (
-            f"expected one of the deployment's offices ({known}), got {target!r}"
-            if target is not None
-            else f"required where the deployment has several offices ({known}); or give --office"
-        )
-        event_id = None if isinstance(parsed, Rejection) else parsed.id
-        source = None if isinstance(parsed, Rejection) else parsed.source
-        return Rejection(
-            what, field="office", line=number, event_id=event_id, source=source, raw=raw
-        )
+        def keep(rejection: Rejection) -> None:
+            self.rejected().reject(rejection, origin)
+
+        return route(lines, self.offices, keep, office=office)
 
     def close(self) -> None:
         if self._rejected is not None:
@@ -147,3 +123,43 @@ def _office_of(raw: bytes) -> str | None:
         return None
     office = obj.get("office") if isinstance(obj, dict) else None
     return office if isinstance(office, str) else None
+
+
+def route(
+    lines: Iterable[tuple[int, bytes]],
+    offices: Sequence[str],
+    keep: Callable[[Rejection], None],
+    *,
+    office: str | None = None,
+) -> Iterator[tuple[str, int, bytes]]:
+    """``(office, line number, raw)`` for each line of a many-office file, by its ``office``
+    attribute (else ``office``, else the deployment's only office); a line of an office not
+    in ``offices``, or whose office cannot be told, goes to ``keep`` as a rejection. Lines
+    not parsed here are validated by the office's scorecard."""
+    default = office if office is not None else (offices[0] if len(offices) == 1 else None)
+    for number, raw in lines:
+        if not raw or raw.isspace():
+            continue
+        target = _office_of(raw) or default
+        if target is not None and target in offices:
+            yield target, number, raw
+        else:
+            keep(unknown_office(raw, number, target, offices))
+
+
+def unknown_office(
+    raw: bytes, number: int, target: str | None, offices: Sequence[str]
+) -> Rejection:
+    """The rejection of a line whose office is not in the deployment (or not told)."""
+    parsed = parse_line(raw, number)
+    if isinstance(parsed, Rejection) and target is None:
+        return parsed  # not an event at all: its own reason
+    known = ", ".join(offices)
+    what = (
+        f"expected one of the deployment's offices ({known}), got {target!r}"
+        if target is not None
+        else f"required where the deployment has several offices ({known}); or give --office"
+    )
+    event_id = None if isinstance(parsed, Rejection) else parsed.id
+    source = None if isinstance(parsed, Rejection) else parsed.source
+    return Rejection(what, field="office", line=number, event_id=event_id, source=source, raw=raw)

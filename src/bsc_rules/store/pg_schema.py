@@ -1,25 +1,28 @@
-"""The PostgreSQL schema as numbered migration steps (SQL as data, folded into the
-database layer's migrations when merged).
-
-``MIGRATIONS`` is a list of ``(version, [statement, ...])``; a database at version ``v``
-runs every step above ``v`` in one transaction and records the last in ``meta``.
+"""The PostgreSQL tables of a bsc_rules database, as the statements of the numbered
+migrations (:data:`bsc_rules.store.db.MIGRATIONS` ``["postgres"]`` puts them in order,
+with the same versions and names as SQLite's), and the SQL the PostgreSQL store runs.
 
 Events are partitioned by ``LIST (office)``, one partition per office, created on the
-office's first use (:func:`partition_sql`). LIST rather than HASH because an office is the
+office's first use (:func:`partition_name`). LIST rather than HASH because an office is the
 unit of everything else: its own ``(source, id)`` unique index and ``seq`` index stay the
 size of one office (the global ``UNIQUE (source, id)`` index is what slows a national year
 in one SQLite file), an office's replay reads only its partition, an office can be
 detached or archived alone, and the layout is the one Citus distributes by office. HASH
 would need no DDL at run time, but would mix offices in each partition and give none of
 that.
+
+The other tables (alerts, their history, runs, the outbox, the notes) hold one office's
+rows beside the others', keyed by office: ``office`` leads every primary key and index.
+They stay small (an office's alerts and mail, not its events), so partitioning them would
+buy nothing; an office column in every key is what Citus needs to distribute them by
+office beside the events (a distributed table's unique keys must hold its distribution
+column).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-
-SCHEMA_VERSION = 1
 
 _EVENTS = """
 CREATE TABLE events (
@@ -61,28 +64,94 @@ END
 $$
 """
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
-    (
-        1,
-        [
-            _EVENTS,
-            _REJECTED,
-            _APPEND_ONLY,
-            # Row triggers on a partitioned table are cloned to every partition.
-            "CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events"
-            " FOR EACH ROW EXECUTE FUNCTION events_append_only()",
-            "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events"
-            " FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()",
-        ],
-    ),
-]
+EVENT_LOG = (
+    _EVENTS,
+    _REJECTED,
+    _APPEND_ONLY,
+    # Row triggers on a partitioned table are cloned to every partition.
+    "CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events"
+    " FOR EACH ROW EXECUTE FUNCTION events_append_only()",
+    "CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events"
+    " FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()",
+)
+
+ALERTS_AND_OUTBOX = (
+    """CREATE TABLE alerts (
+    office       text NOT NULL,
+    key          text NOT NULL,
+    state        text NOT NULL,
+    since_us     bigint NOT NULL,
+    notified     bigint NOT NULL,
+    told         text NOT NULL,
+    escalated    bigint NOT NULL,
+    acknowledged bigint NOT NULL,
+    ack_note     text,
+    sent         bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (office, key)
+)""",
+    """CREATE TABLE alert_history (
+    seq        bigserial NOT NULL,
+    office     text NOT NULL,
+    at_us      bigint NOT NULL,
+    key        text NOT NULL,
+    event      text NOT NULL,
+    state      text,
+    message_id text,
+    recipients text,
+    note       text,
+    PRIMARY KEY (office, seq)
+)""",
+    "CREATE INDEX alert_history_key ON alert_history (office, key, seq)",
+    """CREATE TABLE runs (
+    office  text NOT NULL,
+    job     text NOT NULL,
+    period  text NOT NULL,
+    done_us bigint NOT NULL,
+    PRIMARY KEY (office, job, period)
+)""",
+    """CREATE TABLE outbox (
+    office          text NOT NULL,
+    message_id      text NOT NULL,
+    created_us      bigint NOT NULL,
+    send_after_us   bigint NOT NULL,
+    sender          text NOT NULL,
+    recipients      text NOT NULL,
+    subject         text NOT NULL,
+    body            bytea NOT NULL,
+    alert_key       text,
+    kind            text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'sent', 'parked')),
+    attempts        bigint NOT NULL DEFAULT 0,
+    next_attempt_us bigint NOT NULL,
+    last_error      text,
+    sent_us         bigint,
+    PRIMARY KEY (office, message_id)
+)""",
+    "CREATE INDEX outbox_due ON outbox (office, status, next_attempt_us)",
+)
+
+NOTES = (
+    """CREATE TABLE notes (
+    seq    bigserial NOT NULL,
+    office text NOT NULL,
+    kpi    text NOT NULL,
+    month  text NOT NULL,  -- YYYY-MM, the month the note is about
+    author text NOT NULL,
+    text   text NOT NULL,
+    at_us  bigint NOT NULL,  -- when it was entered
+    PRIMARY KEY (office, seq)
+)""",
+    "CREATE INDEX notes_month ON notes (office, month, kpi, seq)",
+)
 
 # Run before the migrations, in their transaction: the version table, and one upgrader at
 # a time (a transaction-scoped advisory lock; the key is arbitrary but fixed).
-PREAMBLE = [
+PREAMBLE = (
     "SELECT pg_advisory_xact_lock(7262381)",
     "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)",
-]
+)
+HAS_META = "SELECT to_regclass('meta') IS NOT NULL"
 READ_VERSION = "SELECT value FROM meta WHERE key = 'schema'"
 WRITE_VERSION = (
     "INSERT INTO meta (key, value) VALUES ('schema', %s)"
@@ -106,6 +175,10 @@ PARTITION_LOCK = "SELECT pg_advisory_xact_lock(7262381)"
 PARTITION_EXISTS = (
     "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
     " WHERE i.inhparent = 'events'::regclass AND c.relname = %s"
+)
+PARTITION_BOUNDS = (
+    "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+    " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass"
 )
 PARTITION_CREATE = "CREATE TABLE {name} PARTITION OF events FOR VALUES IN ({office})"
 

@@ -23,6 +23,7 @@ from bsc_rules.events import Event, Rejection, content_digest, same_content
 from bsc_rules.privacy import mask_text
 from bsc_rules.store import pg_schema
 from bsc_rules.store.base import OwnWrites, Verdict
+from bsc_rules.store.db import migrate
 
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS staging (ord int4, source text, id text, type text,"
@@ -78,8 +79,9 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(str(password), "***") if password else text
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
-    """An autocommit connection (transactions explicit), its schema current."""
+def connect(url: str, *, upgrade: bool = True) -> psycopg.Connection[Any]:
+    """An autocommit connection (transactions explicit), its schema brought up to this
+    code's version unless ``upgrade`` is false (``db upgrade`` reads the version first)."""
     where = describe(url)
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
@@ -87,37 +89,13 @@ def connect(url: str) -> psycopg.Connection[Any]:
         reason = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
         msg = f"cannot reach the PostgreSQL server {where}: {reason}"
         raise StoreError(msg) from exc
-    try:
-        upgrade(conn, where)
-    except BaseException:
-        conn.close()
-        raise
+    if upgrade:
+        try:
+            migrate(conn, where)
+        except BaseException:
+            conn.close()
+            raise
     return conn
-
-
-def upgrade(conn: psycopg.Connection[Any], where: str) -> int:
-    """Bring the schema to :data:`pg_schema.SCHEMA_VERSION`; a newer one is refused."""
-    try:
-        with conn.transaction():
-            for stmt in pg_schema.PREAMBLE:
-                conn.execute(stmt)
-            row = conn.execute(pg_schema.READ_VERSION).fetchone()
-            current = int(row[0]) if row else 0
-            if current > pg_schema.SCHEMA_VERSION:
-                msg = (
-                    f"the database {where} has schema version {current}; this bsc_rules"
-                    f" knows up to {pg_schema.SCHEMA_VERSION}: upgrade bsc_rules"
-                )
-                raise StoreError(msg)
-            for version, steps in pg_schema.MIGRATIONS:
-                if version > current:
-                    for stmt in steps:
-                        conn.execute(stmt)  # SQL as data
-            if current < pg_schema.SCHEMA_VERSION:
-                conn.execute(pg_schema.WRITE_VERSION, (str(pg_schema.SCHEMA_VERSION),))
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot upgrade the database {where}: {exc}") from exc
-    return pg_schema.SCHEMA_VERSION
 
 
 def ensure_partition(conn: psycopg.Connection[Any], office: str) -> None:
@@ -135,10 +113,30 @@ def ensure_partition(conn: psycopg.Connection[Any], office: str) -> None:
         conn.execute(create)
 
 
+def offices(url: str) -> list[str]:
+    """The offices that have an events partition in the database, sorted."""
+    conn = connect(url)
+    try:
+        rows = conn.execute(pg_schema.PARTITION_BOUNDS).fetchall()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot use the database {describe(url)}: {exc}") from exc
+    finally:
+        conn.close()
+    return sorted(_listed_value(str(bound)) for (bound,) in rows)
+
+
+def _listed_value(bound: str) -> str:
+    """The office of a partition bound as PostgreSQL prints it: ``FOR VALUES IN ('x')``."""
+    inner = bound.removeprefix("FOR VALUES IN (").removesuffix(")")
+    return inner[1:-1].replace("''", "'")
+
+
 class PostgresStore:
     """The append-only event log of one office in a PostgreSQL database."""
 
-    def __init__(self, url: str, office: str) -> None:
+    def __init__(self, url: str, office: str, *, partition: bool = True) -> None:
+        """The store of ``office``, its events partition created unless ``partition`` is
+        false (a store that only keeps rejections, e.g. of offices outside the deployment)."""
         if not office:
             raise StoreError("a PostgreSQL store needs an office code")
         self.url = url
@@ -148,7 +146,8 @@ class PostgresStore:
         self._conn = connect(url)
         try:
             with self._errors():
-                ensure_partition(self._conn, office)
+                if partition:
+                    ensure_partition(self._conn, office)
                 self._conn.execute(_STAGING)
         except BaseException:
             self._conn.close()
