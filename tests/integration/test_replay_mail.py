@@ -321,7 +321,7 @@ def test_year_one_digest_per_month_and_recipient(smtp_year: YearReplay) -> None:
         heading = f"{year}年度平衡計分卡KPI執行情形月報（{year}年{month}月）"
         assert heading in m.part("plain"), (m.subject, heading)
         last_day = (at(f"{due_month[0]}-{due_month[1]:02d}-01 00:00") - DAY).day
-        as_of = f"{year}年{month}月{last_day}日 23:59"  # the last instant of the month reported
+        as_of = f"{year}年{month}月{last_day}日23時59分"  # the last instant of the month reported
         assert as_of in m.part("plain"), (m.subject, as_of)
     first = smtp_year.first_event
     assert (first.year, first.month) == (2017, 1)
@@ -572,7 +572,7 @@ def test_missed_digests_are_sent_once_on_return(tmp_path: Path, settings_file: P
     assert digests(restarted) == Counter(), "nor does a restart"
     for m in (m for m in back if m.kind == "digest"):
         month = re.search(r"106年(\d)月", m.subject)[1]  # type: ignore[index]
-        last = {"4": "106年4月30日 23:59", "5": "106年5月31日 23:59"}[month]
+        last = {"4": "106年4月30日23時59分", "5": "106年5月31日23時59分"}[month]
         assert last in m.part("plain"), (m.subject, last)
     assert [mid for mid, n in all_ids.items() if n > 1] == []
 

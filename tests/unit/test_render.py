@@ -173,7 +173,7 @@ def test_unknown_kind_is_refused() -> None:
         (
             case_notice("resolved", as_of=at("2017-03-24T10:00"), resolved_from="overdue"),
             "【已解除】",
-            ["逾期警示解除", "已於106年3月24日 10:00辦結"],
+            ["逾期警示解除", "已於106年3月24日10時辦結"],
         ),
         (
             TF_AT_RISK,
@@ -599,9 +599,12 @@ def test_date_filters() -> None:
     """ROC dates and Asia/Taipei times, from instants or dates."""
     assert render.f_roc_date(date(2017, 3, 22)) == "106年3月22日"
     assert render.f_roc_slash(at("2017-03-22T23:59")) == "106/03/22"
-    assert render.f_local_time(to_us(datetime.fromisoformat("2017-03-22T16:05:00+00:00"))) == (
-        "106年3月23日 00:05"
-    )
+    late = to_us(datetime.fromisoformat("2017-03-22T16:05:00+00:00"))
+    assert render.f_local_time(late) == "106年3月23日0時5分"  # prose: 「0時」, not 「00:00」
+    assert render.f_local_time(late, "slash") == "106/03/23 00:05"  # tables
+    assert render.f_local_time(at("2017-03-23T08:00")) == "106年3月23日8時"
+    quoted = render.f_quoted("打造「樂婚、願生、能養」幸福臺北")
+    assert quoted == "「打造『樂婚、願生、能養』幸福臺北」"
     assert render.f_goal(None, BP) == "未訂定"
     assert render.f_goal(0.0, BP) == "≤0%"
     assert render.f_recipient("戶籍登記課 <r@x>") == "戶籍登記課"

@@ -107,10 +107,12 @@ def f_due_day(due: int, style: Literal["text", "slash"] = "text") -> str:
 
 
 def f_local_time(us: int, style: Literal["text", "slash"] = "text") -> str:
-    """``106年3月22日 08:00`` (or ``106/03/22 08:00``), Asia/Taipei."""
+    """``106年3月22日8時`` in prose (``106/03/22 08:00`` in tables), Asia/Taipei."""
     moment = from_us(us)
-    day = roc_slash(moment.date()) if style == "slash" else roc_date(moment.date())
-    return f"{day} {moment:%H:%M}"
+    if style == "slash":  # tables: 106/03/24 10:00
+        return f"{roc_slash(moment.date())} {moment:%H:%M}"
+    minutes = f"{moment.minute}分" if moment.minute else ""  # prose: 106年3月24日10時30分
+    return f"{roc_date(moment.date())}{moment.hour}時{minutes}"
 
 
 def f_number(value: float | None, unit: str = "") -> str:
@@ -162,6 +164,11 @@ def f_recipient(address: str) -> str:
     return name.strip().strip('"') or rest.rstrip(">").strip()
 
 
+def f_quoted(text: str) -> str:
+    """``text`` in 「」, quotes inside turned to 『』: 「打造『樂婚、願生、能養』幸福臺北」."""
+    return "「" + text.replace("「", "『").replace("」", "』") + "」"
+
+
 def f_money(amount: int) -> str:
     """``38400`` → ``新臺幣38,400元``."""
     return f"新臺幣{amount:,}元"
@@ -195,6 +202,7 @@ FILTERS = {
     "mask": f_mask,
     "recipient": f_recipient,
     "money": f_money,
+    "quoted": f_quoted,
     "groupby_objective": f_groupby_objective,
 }
 
