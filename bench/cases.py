@@ -258,7 +258,8 @@ def case_digest(db: str, year: int, month: int, repeats: int) -> Result:
     from bsc_rules.alerts.pipeline import open_pipeline
     from bsc_rules.notify.digest import DIRECTOR, DigestBuilder, digest_message_id
     from bsc_rules.notify.render import render_digest, to_bytes
-    from bsc_rules.settings import SECTIONS, load_settings
+    from bsc_rules.rules.office import SECTIONS
+    from bsc_rules.settings import load_settings
 
     settings = load_settings(None, database=Path(db), matcher="python")
     pipeline = open_pipeline(settings, Path(db))
@@ -274,7 +275,7 @@ def case_digest(db: str, year: int, month: int, repeats: int) -> Result:
             mail = render_digest(
                 d,
                 sender=settings.sender,
-                to=tuple(settings.recipients[audience]),  # type: ignore[index]
+                to=pipeline.rules.office.recipients.of(audience),
                 message_id=digest_message_id(year, month, audience, pipeline.rules.code),
                 date=builder.hi,
                 templates=settings.templates,

@@ -142,8 +142,7 @@ def patch_replay() -> None:  # noqa: C901  (a copy of replay.replay plus one cha
     from bsc_rules.scorecard import Ingested, IngestSummary, Scorecard
 
     def replay(lines: Any, until: int, pipeline: Any, mailer: Any, progress: Any = None) -> Any:
-        s = pipeline.settings
-        schedule = module.Schedule(s.tick_minutes, s.digest.day, s.digest.hour)
+        schedule = module.Schedule.of(pipeline, pipeline.settings.tick_minutes)
         summary = module.ReplaySummary()
         batch: list[tuple[int, Any]] = []
         now: int | None = None

@@ -1,18 +1,24 @@
-"""Office settings: ``bsc-rules.toml``, overridable by ``BSC_RULES_*`` environment variables.
+"""Process settings: ``bsc-rules.toml``, overridable by ``BSC_RULES_*`` environment variables.
 
 Nested keys use a double underscore in the environment (``BSC_RULES_SMTP__HOST``). The
 SMTP password is read only from the environment (``BSC_RULES_SMTP_PASSWORD``); a
 password in the file is refused, so no secret is ever committed with the settings.
+
+These are the process's values (database, SMTP, sender, rules folder, templates, tick,
+matcher). Per-office values — recipients, alert intervals, hours, the digest day —
+live in the office file (:mod:`bsc_rules.rules.office`); one given here is an error
+that names its place there (service.md, "Where values live").
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,13 +26,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bsc_rules.alerts.lifecycle import Policy
-from bsc_rules.calendar import US_PER_DAY
 from bsc_rules.errors import Problem, SettingsError, UsageError
 
 SETTINGS_FILE = Path("bsc-rules.toml")
 Address = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$")]
-US_PER_HOUR = US_PER_DAY // 24
+ENV_PREFIX = "BSC_RULES_"
+# Per-office values: they live in the office file (service.md, "Where values live").
+OFFICE_KEYS = ("office", "recipients", "alerts", "lists", "digest", "deadlines", "closures")
 
 
 class _Part(BaseModel):
@@ -41,62 +47,25 @@ class SmtpSettings(_Part):
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
 
 
-class AlertSettings(_Part):
-    overdue_repeat_hours: Annotated[int, Field(ge=1)] = 24
-    kpi_repeat_days: Annotated[int, Field(ge=1)] = 7
-    escalation_days: Annotated[int, Field(ge=0)] = 3
-
-    def policy(self) -> Policy:
-        return Policy(
-            overdue_repeat=self.overdue_repeat_hours * US_PER_HOUR,
-            kpi_repeat=self.kpi_repeat_days * US_PER_DAY,
-            escalation_delay=self.escalation_days * US_PER_DAY,
-        )
-
-
-class DigestSettings(_Part):
-    day: Annotated[int, Field(ge=1, le=28)] = 1
-    hour: Annotated[int, Field(ge=0, le=23)] = 8
-
-
-SectionCode = Literal["registration", "records", "general_affairs", "director"]
-SECTIONS: tuple[SectionCode, ...] = ("registration", "records", "general_affairs", "director")
-
-
-def _default_recipients() -> dict[SectionCode, list[str]]:
-    return {s: [f"{s}@datong.example.org"] for s in SECTIONS}
-
-
 class Settings(BaseSettings):
-    """Everything an office sets; the defaults are the shipped example's."""
+    """Everything the process is set with; the defaults are the shipped example's."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BSC_RULES_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     database: Path = Path("out/bsc-rules.db")
     rules: Path | None = None
     templates: Path | None = None
     sender: Address = "bsc-rules@datong.example.org"
-    recipients: dict[SectionCode, list[Address]] = Field(default_factory=_default_recipients)
     smtp: SmtpSettings = SmtpSettings()
     smtp_password: SecretStr | None = None
-    alerts: AlertSettings = AlertSettings()
-    digest: DigestSettings = DigestSettings()
     tick_minutes: Annotated[int, Field(ge=1, le=1440)] = 60
     matcher: Literal["auto", "durable", "python"] = "auto"
     # The office's public address where `bsc-rules serve` answers acknowledgement links;
     # mails carry a signed link per row only where it and the secret are set.
     public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = None
     ack_secret: SecretStr | None = None  # BSC_RULES_ACK_SECRET only, never a file
-
-    @model_validator(mode="after")
-    def _every_section(self) -> Settings:
-        missing = set(SECTIONS) - set(self.recipients)
-        if missing:
-            msg = f"recipients: every section needs an address; missing {sorted(missing)}"
-            raise ValueError(msg)
-        return self
 
     @classmethod
     def settings_customise_sources(
@@ -110,6 +79,12 @@ class Settings(BaseSettings):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_path())
         return (init_settings, env_settings, toml)
 
+
+# Keys of the process: in the settings file or the environment, never in an office file
+# (the door's tokens and limits are read by bsc_rules.http.config, from the environment).
+PROCESS_KEYS = frozenset(
+    (*Settings.model_fields, "tokens", "tokens_file", "read_token", "http", "ack_secret")
+)
 
 _current_file: list[Path | None] = [None]
 
@@ -198,13 +173,43 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def _message(error: Any) -> str:
-    """Pydantic's message, with a did-you-mean for an unknown key."""
+def _message(error: Any, path: Path, office_file: str) -> str:
+    """Pydantic's message, with a did-you-mean for an unknown key and the right place for
+    a per-office value."""
     loc = tuple(error["loc"])
     if error["type"] != "extra_forbidden" or not loc:
         return str(error["msg"])
+    if len(loc) == 1 and str(loc[0]) in OFFICE_KEYS:
+        return _office_message(str(loc[0]), office_file, path.name)
     close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
     return "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+def _office_message(key: str, office_file: str, where: str) -> str:
+    return f"per-office values live in the office file ({office_file}: {key}), not in {where}"
+
+
+def _office_file(text: str | None, overrides: dict[str, Any]) -> str:
+    """Where the office file is, as the settings say (for messages)."""
+    import tomllib
+
+    rules = overrides.get("rules") or os.environ.get(f"{ENV_PREFIX}RULES")
+    if rules is None and text is not None:
+        rules = tomllib.loads(text).get("rules")
+    return f"{Path(str(rules or 'rules')).as_posix()}/office.yaml"
+
+
+def _environment_problems(office_file: str) -> list[Problem]:
+    """A problem for each ``BSC_RULES_*`` variable that sets a per-office value."""
+    problems = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        for key in OFFICE_KEYS:
+            stem = f"{ENV_PREFIX}{key.upper()}"
+            if upper == stem or upper.startswith(stem + "__"):
+                message = _office_message(key, office_file, "the environment")
+                problems.append(Problem("environment", None, None, name, message))
+    return problems
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
@@ -212,20 +217,26 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
     Raises :class:`~bsc_rules.errors.SettingsError` naming ``file:line: key`` for each
     problem (the line where the file sets the key; none when it came from the environment).
+    A per-office value (:data:`OFFICE_KEYS`) in the file or the environment is a problem
+    naming its place in the office file.
     """
     path = path if path is not None else SETTINGS_FILE
     if path != SETTINGS_FILE and not path.exists():
         msg = f"settings file {path} not found"
         raise UsageError(msg)
     text = _read_toml(path)
+    office_file = _office_file(text, overrides)
+    problems = _environment_problems(office_file)
     _current_file[0] = path
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = [
-            _located(path, text, tuple(e["loc"]), _message(e))
+        problems += [
+            _located(path, text, tuple(e["loc"]), _message(e, path, office_file))
             for e in exc.errors(include_url=False)
         ]
-        raise SettingsError(problems) from None
     finally:
         _current_file[0] = None
+    if problems:
+        raise SettingsError(problems)
+    return settings

@@ -55,7 +55,7 @@ from tests.smtp_server import SmtpServer
 INGEST_TRIALS = scale(2, 100)
 ACK_TRIALS = scale(2, 100)
 REPLAY_TRIALS = scale(2, 100)
-UNTIL = "2017-02-01T08:30:00+08:00"  # past the January digest (1 February 08:00)
+UNTIL = "2017-02-02T08:30:00+08:00"  # past the January digest (2 February 08:00, after 春節)
 
 
 def events_file(path: Path, count: int, seed: int, since: str = "") -> Path:

@@ -46,7 +46,8 @@ from tests.smtp_server import SmtpServer
 
 KINDS = ("national", "resident_old", "resident_new")
 SINCE, BEFORE = ("2017-01-10", "2017-02-05") if LONG else ("2017-01-18", "2017-01-25")
-UNTIL = "2017-03-01T09:00:00+08:00" if LONG else "2017-02-01T09:00:00+08:00"
+# past the January digest: 2017-02-02 08:00, the first working day after 春節
+UNTIL = "2017-03-01T09:00:00+08:00" if LONG else "2017-02-02T09:00:00+08:00"
 AS_OF = "2017-12-31T23:59:59+08:00"
 
 

@@ -166,7 +166,7 @@ def test_comment_notes_reach_the_month_digest(
         jsonl(
             [
                 event("birth_subsidy.applied", "2017-01-10T10:00:00+08:00", "BS1", {"amount": 1}),
-                event("seal_certificate.issued", "2017-02-02T10:00:00+08:00", "SC1"),
+                event("seal_certificate.issued", "2017-02-03T10:00:00+08:00", "SC1"),
             ]
         )
     )
@@ -187,12 +187,13 @@ def test_comment_notes_reach_the_month_digest(
     assert code == 0
     assert "106年1月" in said
     assert comment("已逐案追蹤撥款進度，2月起每日核對。", "2017-01-31T17:30:00+08:00")[0] == 0
-    assert comment("寫於月報寄出之後", "2017-02-01T09:00:00+08:00")[0] == 0
+    # January's digest goes 2017-02-02 08:00, the first working day after 春節
+    assert comment("寫於月報寄出之後", "2017-02-02T09:00:00+08:00")[0] == 0
     code, listing = run(["comment", "BP1.1", "--month", "2017-01", "--db", str(db)])
     assert code == 0
     for text in ("初稿：撥款流程待檢討", "已逐案追蹤撥款進度", "寫於月報寄出之後"):
         assert text in listing  # every version is kept
-    replay("2017-02-01T12:00:00+08:00")
+    replay("2017-02-02T12:00:00+08:00")
     digest = next(
         p.read_text(encoding="utf-8")
         for p in (maildir / "new").iterdir()

@@ -39,7 +39,7 @@ def test_settings_errors_are_named_as_such_with_file_line_and_suggestion(
 ) -> None:
     """Exit 1; the message is about the settings file, not the rule files."""
     path = tmp_path / "bsc-rules.toml"
-    path.write_text('sender = "bsc@datong.example.org"\n\n[alerts]\nescalation_dayz = 2\n')
+    path.write_text('sender = "bsc@datong.example.org"\n\n[smtp]\nprot = 25\n')
     events = tmp_path / "e.jsonl"
     events.write_bytes(b"")
     argv = ["replay", str(events), "--until", AS_OF, "--maildir", str(tmp_path / "mail")]
@@ -47,5 +47,25 @@ def test_settings_errors_are_named_as_such_with_file_line_and_suggestion(
     assert code == 1
     err = capsys.readouterr().err
     assert "1 problem in the settings" in err
-    assert f"{path}:4: alerts.escalation_dayz: unknown key; did you mean 'escalation_days'?" in err
+    assert f"{path}:4: smtp.prot: unknown key; did you mean 'port'?" in err
     assert "rule files" not in err
+
+
+def test_a_per_office_value_in_the_settings_file_stops_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1, naming the office file as the place of each value."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text('[alerts]\nescalation_days = 2\n[recipients]\ndirector = ["d@x.org"]\n')
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b"")
+    argv = ["replay", str(events), "--until", AS_OF, "--maildir", str(tmp_path / "mail")]
+    code = main([*argv, "--settings", str(path)], stdout=io.StringIO())
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "2 problems in the settings" in err
+    for line, key in ((1, "alerts"), (3, "recipients")):
+        assert (
+            f"{path}:{line}: {key}: per-office values live in the office file "
+            f"(rules/office.yaml: {key}), not in bsc-rules.toml"
+        ) in err

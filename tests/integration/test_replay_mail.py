@@ -56,6 +56,13 @@ ROC_DATE = re.compile(r"1\d\d年\d{1,2}月\d{1,2}日")
 TRANSPORT = {"received", "x-peer", "x-mailfrom", "x-rcptto", "return-path", "delivered-to"}
 NATIONAL_ID, RESIDENT_ID = "A123456789", "AA00000009"
 DAY = timedelta(days=1)
+# The first working day of each month a 2017 digest goes out in (the office calendar):
+# 02-02 after 春節 (to Feb 1), 04-05 after 兒童節/清明節, 10-02 after Sunday Oct 1, 01-02
+# after 元旦; 05-01 (Labour Day) is a working day for a government office.
+FIRST_WORKING_DAY = {
+    (2017, 2): 2, (2017, 3): 1, (2017, 4): 5, (2017, 5): 1, (2017, 6): 1, (2017, 7): 3,
+    (2017, 8): 1, (2017, 9): 1, (2017, 10): 2, (2017, 11): 1, (2017, 12): 1, (2018, 1): 2,
+}  # fmt: skip
 
 
 def at(text: str) -> datetime:
@@ -308,7 +315,8 @@ def test_year_dates_are_simulated_taipei_times(smtp_year: YearReplay) -> None:
 
 
 def test_year_one_digest_per_month_and_recipient(smtp_year: YearReplay) -> None:
-    """One digest per month passed per recipient, at 08:00 on the 1st; none before the data."""
+    """One digest per month passed per recipient, at 08:00 on the month's first working
+    day (office calendar); none before the data."""
     digests = [m for m in smtp_year.mail if m.kind == "digest"]
     months: Counter[tuple[int, int, str]] = Counter()
     for m in digests:
@@ -317,7 +325,13 @@ def test_year_one_digest_per_month_and_recipient(smtp_year: YearReplay) -> None:
         months[(year + 1911, month, rcpt)] += 1
         sent = m.date
         due_month = (year + 1911, month + 1) if month < 12 else (year + 1912, 1)
-        assert (sent.year, sent.month, sent.day, sent.hour, sent.minute) == (*due_month, 1, 8, 0)
+        first = FIRST_WORKING_DAY[due_month]
+        assert (sent.year, sent.month, sent.day, sent.hour, sent.minute) == (
+            *due_month,
+            first,
+            8,
+            0,
+        )
         heading = f"{year}年度平衡計分卡KPI執行情形月報（{year}年{month}月）"
         assert heading in m.part("plain"), (m.subject, heading)
         last_day = (at(f"{due_month[0]}-{due_month[1]:02d}-01 00:00") - DAY).day
@@ -422,7 +436,6 @@ def test_unpaid_subsidy_warns_escalates_and_resolves(tmp_path: Path, settings_fi
         settings_file,
         events,
         "2017-03-28T12:00:00+08:00",
-        alerts={"escalation_days": 3},
     )
     mine = [m for m in mail if m.key == f"case:BP1.1:{case}"]
     owner = {ADDRESS["registration"]}
@@ -492,7 +505,8 @@ def test_personal_data_never_leaves_unmasked(
     capsys.readouterr()
     with SmtpServer() as server:
         target = ["--smtp", f"127.0.0.1:{server.port}"]
-        argv = ["replay", str(path), "--until", "2017-04-01T09:00:00+08:00", *target]
+        # to past March's digest: 04-05, the first working day after 兒童節/清明節
+        argv = ["replay", str(path), "--until", "2017-04-05T09:00:00+08:00", *target]
         out = io.StringIO()
         code = main([*argv, "--matcher", "python", "--settings", str(settings_file)], stdout=out)
         mail = delivered(server)
@@ -523,7 +537,6 @@ def test_missed_digests_are_sent_once_on_return(tmp_path: Path, settings_file: P
     """Down from April to 2017-06-15: each missed digest is sent once on return, never twice."""
     db = tmp_path / "service.db"
     settings = load_settings(settings_file, database=db, matcher="python")
-    schedule = Schedule(settings.tick_minutes, settings.digest.day, settings.digest.hour)
     events = [
         event("registration.completed", "2017-04-03T09:10:00+08:00", "RG1060403001",
               {"kind": "move_in"}),
@@ -531,11 +544,12 @@ def test_missed_digests_are_sent_once_on_return(tmp_path: Path, settings_file: P
               {"channel": "declined"}),
         event("seal_certificate.issued", "2017-04-03T09:30:00+08:00", "SC1060403001"),
     ]  # fmt: skip
-    start = to_us(at("2017-04-03 10:00"))
+    start = to_us(at("2017-04-06 10:00"))  # after March's digest (04-05 08:00)
 
     def tick(pipeline: Pipeline, server: SmtpServer, when: str) -> list[Delivered]:
         before = len(server.received)
         mailer = SmtpMailer(server.host, server.port, security="none")
+        schedule = Schedule.of(pipeline, settings.tick_minutes)
         _, _, parked = run_tick(pipeline, schedule, mailer, to_us(at(when)), start)
         assert parked == []
         return [Delivered.of(r) for r in server.received[before:]]
@@ -552,7 +566,7 @@ def test_missed_digests_are_sent_once_on_return(tmp_path: Path, settings_file: P
         try:
             for e in events:
                 assert pipeline.card.ingest(e).ok
-            april = tick(pipeline, server, "2017-04-03 10:00")
+            april = tick(pipeline, server, "2017-04-06 10:00")
             april += tick(pipeline, server, "2017-04-20 10:00")
             back = tick(pipeline, server, "2017-06-15 10:00")
             again = tick(pipeline, server, "2017-06-15 11:00")

@@ -24,6 +24,8 @@ from bsc_rules.clock import FakeClock
 from bsc_rules.dev.simulate import simulate
 from bsc_rules.notify.digest import digest_message_id
 from bsc_rules.notify.mailer import MaildirMailer
+from bsc_rules.officecal import OfficeCalendar
+from bsc_rules.rules.office import SECTIONS
 from bsc_rules.scheduling.schedule import Schedule
 from bsc_rules.scheduling.service import (
     Service,
@@ -33,7 +35,7 @@ from bsc_rules.scheduling.service import (
     tick_trigger,
 )
 from bsc_rules.scorecard import Scorecard
-from bsc_rules.settings import SECTIONS, Settings, load_settings
+from bsc_rules.settings import Settings, load_settings
 from tests.conftest import event, jsonl
 from tests.smtp_server import SmtpServer
 
@@ -89,18 +91,22 @@ def digest_ids(months: list[tuple[int, int]]) -> set[str]:
 # ---------------------------------------------------------------- the scheduler's triggers
 
 
-def test_digest_trigger_fires_on_the_first_at_eight() -> None:
-    """From 2017-05-31T12:00+08:00 the digest trigger fires 2017-06-01T08:00+08:00."""
-    trigger = digest_trigger(day=1, hour=8)
+def test_digest_trigger_fires_every_day_at_the_digest_hour() -> None:
+    """From 2017-05-31T12:00+08:00 the digest job runs 2017-06-01T08:00+08:00, then daily:
+    whether a day is the digest's working day is the tick's to decide (missed_months)."""
+    trigger = digest_trigger(hour=8)
     fire = trigger.get_next_fire_time(None, datetime(2017, 5, 31, 12, tzinfo=TAIPEI))
     assert fire == datetime(2017, 6, 1, 8, tzinfo=TAIPEI)
     assert fire.utcoffset() == timedelta(hours=8)
+    after = trigger.get_next_fire_time(None, fire + timedelta(seconds=1))
+    assert after == datetime(2017, 6, 2, 8, tzinfo=TAIPEI)
 
 
 @pytest.mark.parametrize("minutes", [1, 7, 15, 60, 90, 1440], ids=lambda m: f"{m}min")
 def test_tick_trigger_fires_at_the_replay_schedule_instants(minutes: int) -> None:
     """Ticks restart at local midnight, exactly where replay's Schedule puts them."""
-    schedule = Schedule(minutes, digest_day=1, digest_hour=8)  # no digest on 10-12 May
+    calendar = OfficeCalendar()
+    schedule = Schedule(minutes, 1, 8, lambda: calendar)  # no digest on 10-12 May
     trigger = tick_trigger(minutes)
     now = datetime(2017, 5, 10, 22, 59, 30, tzinfo=TAIPEI)
     expected, fired = to_us(now), []
@@ -120,12 +126,28 @@ def test_tick_trigger_fires_at_the_replay_schedule_instants(minutes: int) -> Non
         ("2017-06-01T08:00", "2017-06-01T08:00", [(2017, 5)]),
         ("2017-06-01T08:01", "2017-07-01T07:59", []),
         ("2017-11-20T00:00", "2018-02-01T08:00", [(2017, 11), (2017, 12), (2018, 1)]),
+        ("2017-12-20T00:00", "2018-01-01T08:00", []),  # 元旦: December's goes on 01-02
+        ("2017-12-20T00:00", "2018-01-02T08:00", [(2017, 12)]),
+        ("2017-09-20T00:00", "2017-10-01T23:00", []),  # Sunday: September's goes on 10-02
+        ("2017-09-20T00:00", "2017-10-02T08:00", [(2017, 9)]),
     ],
-    ids=["none-yet", "at-instant", "outage", "started-at-instant", "started-after", "new-year"],
+    ids=[
+        "none-yet",
+        "at-instant",
+        "outage",
+        "started-at-instant",
+        "started-after",
+        "new-year",
+        "new-year-day-off",
+        "new-year-first-working-day",
+        "sunday",
+        "monday",
+    ],
 )
 def test_missed_months(start: str, now: str, months: list[tuple[int, int]]) -> None:
-    """The months whose digest instant falls in [first start, now]."""
-    assert missed_months(at(start + "+08:00"), at(now + "+08:00"), 1, 8) == months
+    """The months whose digest instant (1st working day, 08:00) falls in [first start, now]."""
+    calendar = OfficeCalendar()
+    assert missed_months(at(start + "+08:00"), at(now + "+08:00"), calendar, 1, 8) == months
 
 
 def test_start_configures_the_jobs_and_shutdown_leaves_no_thread(tmp_path: Path) -> None:
@@ -141,7 +163,7 @@ def test_start_configures_the_jobs_and_shutdown_leaves_no_thread(tmp_path: Path)
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 1800)
         assert job.func == service.scheduled
     assert str(jobs["tick"].trigger) == str(tick_trigger(30))
-    assert str(jobs["digest"].trigger) == str(digest_trigger(1, 8))
+    assert str(jobs["digest"].trigger) == str(digest_trigger(8))
     service.close()
     assert service.scheduler is None
     assert set(threading.enumerate()) <= before

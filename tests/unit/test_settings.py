@@ -6,20 +6,74 @@ from pathlib import Path
 
 import pytest
 
-from bsc_rules.calendar import US_PER_DAY
 from bsc_rules.errors import RuleFileError, SettingsError, UsageError
 from bsc_rules.settings import key_lines, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "bsc-rules.example.toml"
 
 
-def test_shipped_example_routes_sections() -> None:
-    """The example routes each section to <section>@datong.example.org."""
+def test_shipped_example_holds_process_values_only() -> None:
+    """The example sets the process (database, sender, SMTP); no per-office value."""
     s = load_settings(EXAMPLE)
-    assert s.recipients["records"] == ["records@datong.example.org"]
-    assert s.recipients["director"] == ["director@datong.example.org"]
-    assert s.alerts.policy().escalation_delay == 3 * US_PER_DAY
-    assert (s.digest.day, s.digest.hour) == (1, 8)
+    assert (s.sender, s.smtp.host, s.tick_minutes) == (
+        "bsc-rules@datong.example.org",
+        "127.0.0.1",
+        60,
+    )
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert not {"recipients", "alerts", "digest", "lists"} & set(key_lines(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        ("sender = 'a@b.org'\n\n[recipients]\nregistration = ['r@x.org']\n", "recipients", 3),
+        ("[alerts]\nescalation_days = 2\n", "alerts", 1),
+        ("[smtp]\nport = 25\n[digest]\nday = 1\nhour = 8\n", "digest", 3),
+        ("lists = {hour = 7}\n", "lists", 1),
+        ("deadlines = 'calendar'\n", "deadlines", 1),
+    ],
+    ids=["recipients", "alerts", "digest", "lists", "deadlines"],
+)
+def test_a_per_office_value_in_the_settings_file_names_its_place(
+    tmp_path: Path, text: str, key: str, line: int
+) -> None:
+    """recipients, alerts, lists, digest, deadlines: the office file's, named with its path."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:{line}: {key}: per-office values live in the office file "
+        f"(rules/office.yaml: {key}), not in bsc-rules.toml"
+    ]
+
+
+def test_the_named_office_file_follows_the_rules_setting(tmp_path: Path) -> None:
+    """With ``rules = DIR``, the message names DIR/office.yaml."""
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text("rules = 'offices/datong'\n[recipients]\ndirector = ['d@x.org']\n")
+    with pytest.raises(SettingsError, match=r"\(offices/datong/office.yaml: recipients\)"):
+        load_settings(path)
+
+
+def test_a_per_office_value_in_the_environment_names_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BSC_RULES_RECIPIENTS__…, BSC_RULES_DIGEST__…: an error, not silently ignored."""
+    monkeypatch.setenv("BSC_RULES_RECIPIENTS__REGISTRATION", '["r@x.org"]')
+    monkeypatch.setenv("BSC_RULES_DIGEST__HOUR", "9")
+    monkeypatch.setenv("BSC_RULES_SMTP__PORT", "2525")  # a process value: fine
+    path = tmp_path / "bsc-rules.toml"
+    path.write_text("")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert [str(p) for p in info.value.problems] == [
+        "environment: BSC_RULES_DIGEST__HOUR: per-office values live in the office file "
+        "(rules/office.yaml: digest), not in the environment",
+        "environment: BSC_RULES_RECIPIENTS__REGISTRATION: per-office values live in the "
+        "office file (rules/office.yaml: recipients), not in the environment",
+    ]
 
 
 def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +123,7 @@ def test_ack_secret_only_from_the_environment(
     [
         ("[smtp]\nport = 0\n", "smtp.port"),
         ("[smtp]\nsecurity = 'ssl'\n", "smtp.security"),
-        ("[recipients]\nregistration = ['not-an-address']\n", "recipients.registration.0"),
+        ("sender = 'not-an-address'\n", "sender"),
         ("tick_minuts = 5\n", "tick_minuts"),
     ],
     ids=["port", "security", "address", "misspelt"],
@@ -97,14 +151,15 @@ def test_settings_errors_are_located_with_a_did_you_mean(tmp_path: Path) -> None
     path.write_text(
         '# office settings\nsender = "bsc@datong.example.org"\ntick_minuts = 5\n\n'
         '[smtp]\nhost = "mail"\nprot = 25\n\n[digest]\nhour = 30\n'
-    )
+    )  # the digest is the office file's: named there
     with pytest.raises(SettingsError) as info:
         load_settings(path)
     lines = sorted(str(p) for p in info.value.problems)
     assert lines == [
-        f"{path}:10: digest.hour: Input should be less than or equal to 23",
         f"{path}:3: tick_minuts: unknown key; did you mean 'tick_minutes'?",
         f"{path}:7: smtp.prot: unknown key; did you mean 'port'?",
+        f"{path}:9: digest: per-office values live in the office file "
+        "(rules/office.yaml: digest), not in bsc-rules.toml",
     ]
     assert str(info.value).startswith("3 problems in the settings:")
 

@@ -24,6 +24,7 @@ from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.digest import DigestInputs, build_digests
 from bsc_rules.notify.notices import AlertNotice, NoteLine, kpi_info
 from bsc_rules.notify.outbox import Outbox
+from bsc_rules.rules.office import addr_spec
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
 from bsc_rules.store.db import transaction
@@ -48,7 +49,7 @@ class Pipeline:
     def __init__(self, card: Scorecard, settings: Settings, conn: sqlite3.Connection) -> None:
         self.card, self.settings, self.conn = card, settings, conn
         self.rules = card.rules
-        self.policy: Policy = settings.alerts.policy()
+        self.policy: Policy = self.rules.office.alerts.policy()  # the office file's values
         self.alerts = AlertTable(conn)
         self.outbox = Outbox(conn)
         # (public_url, secret) where the office runs the HTTP door: each alert notice then
@@ -166,15 +167,17 @@ class Pipeline:
         return Seen(Observation(old.state, old.since), result, subject, None, due)
 
     def _recipients(self, note: Notify, owner: str) -> tuple[str, ...]:
+        """The office file's mailboxes of the sections told (the director's with the
+        secretary's), each address once."""
         sections = [owner] if "owner" in note.to else []
         if "director" in note.to:
             sections.append("director")
-        addresses: list[str] = []
+        recipients = self.card.rules.office.recipients
+        mailboxes: dict[str, str] = {}
         for section in sections:
-            for address in self.settings.recipients[section]:  # type: ignore[index]
-                if address not in addresses:
-                    addresses.append(address)
-        return tuple(addresses)
+            for mailbox in recipients.of(section):
+                mailboxes.setdefault(addr_spec(mailbox), mailbox)
+        return tuple(mailboxes.values())
 
     def _ack_url(self, note: Notify, now: int) -> str | None:
         """The signed link acknowledging this alert in this state (none for a closing)."""
@@ -190,7 +193,8 @@ class Pipeline:
         result = seen.kpi
         info = kpi_info(self.rules, result.kpi)
         to = self._recipients(note, info.owner)
-        mid = message_id(note, to, self.rules.code)
+        addresses = tuple(addr_spec(m) for m in to)  # the id and history: addresses only
+        mid = message_id(note, addresses, self.rules.code)
         notice = AlertNotice(
             kind=note.kind,
             alert_key=note.key,
@@ -218,7 +222,7 @@ class Pipeline:
             templates=self.settings.templates,
         )
         if self.outbox.enqueue(mail, kind=note.kind, now_us=now, alert_key=note.key):
-            self.alerts.log(now, note.key, "notified", note.kind, mid, ",".join(to))
+            self.alerts.log(now, note.key, "notified", note.kind, mid, ",".join(addresses))
         return mid
 
     # ------------------------------------------------------------ digests
@@ -237,7 +241,7 @@ class Pipeline:
         notes = Notes(self.conn).for_month(f"{year}-{month:02d}", before=now)
         return DigestInputs(
             card=self.card,
-            recipients=self.settings.recipients,  # type: ignore[arg-type]
+            recipients=self.card.rules.office.recipients.by_section(),
             items=self.outbox.items(),
             unacknowledged=frozenset(k for k, r in records.items() if not r.acknowledged),
             notes={

@@ -156,7 +156,9 @@ def add_whatif_parser(sub: Any) -> argparse.ArgumentParser:
     )
     cmd.add_argument("--format", choices=("table", "json", "html"), default="table")
     cmd.add_argument("--out", type=Path, help="write the output to this file")
-    cmd.add_argument("--settings", type=Path, help="settings file (recipients, hours)")
+    cmd.add_argument(
+        "--settings", type=Path, help="settings file (sender, tick); recipients: the office files"
+    )
     return cmd
 
 

@@ -282,6 +282,8 @@ def _check_alerts(exp: Expectation, got: dict[str, dict[str, Any]]) -> Iterator[
 
 
 def _settings(loaded: LoadedTests, rules: RuleSet, db: Path) -> Settings:
+    """The process settings (the test file's ``settings``, if any); the recipients and
+    alert values are those of the rule folder's office file, as in the service."""
     path = loaded.settings_file
     if path is not None:
         return load_settings(path, rules=rules.directory, database=db)

@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from email.message import EmailMessage
 from email.policy import default
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,11 @@ def summarise(folder: Path, console: Console) -> None:
         for msg in messages
         if _kind(msg) != "digest"
     )
-    recipients = Counter(r.strip() for msg in messages for r in str(msg["To"]).split(","))
+    recipients = Counter(
+        address
+        for msg in messages
+        for _, address in getaddresses([str(v) for v in msg.get_all("To", [])])
+    )
     table = Table(title="通知（依種類）")
     table.add_column("種類")
     table.add_column("封數", justify="right")

@@ -32,9 +32,9 @@ from bsc_rules.notify.notices import (
 )
 from bsc_rules.notify.outbox import OutboxItem
 from bsc_rules.notify.render import render_digest
+from bsc_rules.rules.office import SECTIONS, addr_spec
 from bsc_rules.rules.ruleset import Kpi
 from bsc_rules.scorecard import Scorecard
-from bsc_rules.settings import SECTIONS
 
 DIRECTOR = "director"
 
@@ -44,7 +44,7 @@ class DigestInputs:
     """What the digest reads: handed over by the alert pipeline."""
 
     card: Scorecard
-    recipients: Mapping[str, Sequence[str]]
+    recipients: Mapping[str, Sequence[str]]  # section → mailboxes (the office file's)
     items: Sequence[OutboxItem]
     unacknowledged: frozenset[str]  # keys of the open alerts nobody acknowledged
     notes: Mapping[str, Sequence[NoteLine]] = field(default_factory=dict)  # KPI → the month's
@@ -121,8 +121,8 @@ class DigestBuilder:
         sections = self.rules.office.sections
         return tuple(
             sections[code].name  # type: ignore[index]
-            for code, addresses in self.inputs.recipients.items()
-            if set(addresses) & set(recipients)
+            for code, mailboxes in self.inputs.recipients.items()
+            if {addr_spec(m) for m in mailboxes} & set(recipients)
         )
 
     def _case(self, case: CaseState) -> CaseLine:
@@ -153,7 +153,7 @@ class DigestBuilder:
     def _mine(self, item: OutboxItem, audience: str) -> bool:
         if audience == DIRECTOR:
             return True
-        addresses = set(self.inputs.recipients[audience])
+        addresses = {addr_spec(m) for m in self.inputs.recipients[audience]}
         return bool(addresses & set(item.recipients))
 
     def build(self, audience: str) -> DigestData:

@@ -1,7 +1,7 @@
 """Rule files: the office and its KPIs as data, validated with pydantic.
 
-``rules/office.yaml`` describes the office (sections, mission, themes, perspectives,
-shared parameters); every other ``rules/*.yaml`` describes one KPI: what the seed says
+``rules/office.yaml`` describes the office and holds its own values
+(:mod:`bsc_rules.rules.office`); every other ``rules/*.yaml`` describes one KPI: what the seed says
 of it (objective, owner, formula, targets, history, action plans, budgets) and its
 ``measure``: the declared per-event conditions and how they aggregate. Conditions are
 data (event type + field values); the aggregation kinds are a small fixed vocabulary
@@ -22,7 +22,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -36,85 +35,22 @@ from bsc_rules.errors import Problem, RuleFileError
 from bsc_rules.events import EVENT_TYPES, FOLLOW_UP_OF, PERIOD_TYPES, FieldSpec
 from bsc_rules.matching.condition import Condition, Scalar
 from bsc_rules.officecal import OfficeCalendar
+from bsc_rules.rules.office import (
+    Closure,
+    ClosuresFile,
+    OfficeFile,
+    SectionCode,
+    Year,
+    misplaced,
+    without_misplaced,
+)
 from bsc_rules.rules.sourcemap import load_and_validate, load_yaml, validate
 
-SectionCode = Literal["registration", "records", "general_affairs", "director"]
-Year = Annotated[int, Field(ge=1912, le=2200)]
-Day = Annotated[date, Field(ge=date(1912, 1, 1), le=date(2200, 12, 31))]
 Number = StrictInt | Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------- office
-
-
-class Section(_Strict):
-    name: str
-    name_en: str
-    duties: list[str] = []
-
-
-class Named(_Strict):
-    name: str
-    name_en: str = ""
-
-
-class OfficeInfo(_Strict):
-    code: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-    name: str
-    name_en: str
-    city: str
-    strategy_year: Year
-
-
-class OfficeParameters(_Strict):
-    warning_window_days: Annotated[int, Field(ge=0, le=60)] = 2
-
-
-class Closure(_Strict):
-    """A whole-day closure of the office (typhoon day 停止上班): a day off."""
-
-    date: Day
-    reason: str = ""
-
-
-def _closure(value: Any) -> Any:
-    """A closure written as a bare date is a closure without a reason."""
-    return value if isinstance(value, dict) else {"date": value}
-
-
-ClosureEntry = Annotated[Closure, BeforeValidator(_closure)]
-
-
-class ClosuresFile(_Strict):
-    """``closures.yaml`` beside the rules: the deployment's city-wide closures."""
-
-    closures: list[ClosureEntry] = []
-
-
-class OfficeFile(_Strict):
-    office: OfficeInfo
-    mission: str
-    vision: str
-    core_values: list[str]
-    sections: dict[SectionCode, Section]
-    themes: dict[str, Named]
-    perspectives: dict[Literal["C", "P", "L", "F"], Named]
-    parameters: OfficeParameters = OfficeParameters()
-    # kpis.md "Per-case deadlines": move a last allowed day off days off, or not
-    deadlines: Literal["working_day_end", "calendar"] = "calendar"
-    closures: list[ClosureEntry] = []
-
-    @model_validator(mode="after")
-    def _all_sections(self) -> OfficeFile:
-        missing = {"registration", "records", "general_affairs", "director"} - set(self.sections)
-        if missing:
-            msg = f"sections: every section must be described; missing {sorted(missing)}"
-            raise ValueError(msg)
-        return self
 
 
 # ---------------------------------------------------------------- KPI files
@@ -409,7 +345,7 @@ class RuleSet:
 
     def warning_window_days(self, kpi: Kpi) -> int:
         value = kpi.spec.parameters.get("warning_window_days")
-        return int(value) if value is not None else self.office.parameters.warning_window_days
+        return int(value) if value is not None else self.office.alerts.warning_window_days
 
 
 class _Compiler:
@@ -493,11 +429,18 @@ def load_ruleset(directory: Path | None = None) -> RuleSet:
 
 def _load_closing(model: Any, path: Path, problems: list[Problem]) -> Any:
     """Load a file with a ``closures`` list; a date listed twice is a located problem."""
+    wrong: list[Problem] = []
     try:
         located = load_yaml(path)
+        if model is OfficeFile:  # values that belong elsewhere, each named with its place
+            wrong = misplaced(located, path)
+            located = without_misplaced(located)
         result = validate(model, located, path)
     except RuleFileError as exc:
-        problems.extend(exc.problems)
+        problems.extend(sorted([*wrong, *exc.problems], key=lambda p: (p.line or 0, p.col or 0)))
+        return None
+    if wrong:
+        problems.extend(wrong)
         return None
     seen: dict[date, int] = {}
     before = len(problems)

@@ -46,8 +46,7 @@ def replay(
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
     """Replay ``lines`` through ``pipeline`` on simulated time up to ``until``."""
-    s = pipeline.settings
-    schedule = Schedule(s.tick_minutes, s.digest.day, s.digest.hour)
+    schedule = Schedule.of(pipeline, pipeline.settings.tick_minutes)
     summary = ReplaySummary()
     batch: list[tuple[int, bytes]] = []
     now: int | None = None

@@ -4,18 +4,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 
 from bsc_rules.alerts.pipeline import Pipeline
 from bsc_rules.calendar import TAIPEI, from_us, to_us
 from bsc_rules.clock import FakeClock
 from bsc_rules.notify.mailer import Mailer, deliver_due
+from bsc_rules.officecal import OfficeCalendar
 
 
-def digest_instant(year: int, month: int, day: int, hour: int) -> int:
-    """When the digest of (year, month) goes out: ``day`` of the next month at ``hour``."""
+@lru_cache(maxsize=4096)
+def digest_day(calendar: OfficeCalendar, year: int, month: int, working_day: int) -> date:
+    """The ``working_day``-th working day of (year, month) in the office calendar.
+
+    2017-02 (春節 to Feb 1), 1st → 2017-02-02; 2017-10 (Oct 1 a Sunday), 1st → 2017-10-02.
+    """
+    return calendar.working_days_after(date(year, month, 1) - timedelta(days=1), working_day)
+
+
+def digest_instant(
+    year: int, month: int, calendar: OfficeCalendar, working_day: int, hour: int
+) -> int:
+    """When the digest of (year, month) goes out: the ``working_day``-th working day of
+    the next month at ``hour``, Asia/Taipei."""
     y, m = (year + 1, 1) if month == 12 else (year, month + 1)
-    return to_us(datetime.combine(date(y, m, day), time(hour), tzinfo=TAIPEI))
+    day = digest_day(calendar, y, m, working_day)
+    return to_us(datetime.combine(day, time(hour), tzinfo=TAIPEI))
 
 
 def previous_month(instant: int) -> tuple[int, int]:
@@ -24,23 +40,32 @@ def previous_month(instant: int) -> tuple[int, int]:
     return (moment.year - 1, 12) if moment.month == 1 else (moment.year, moment.month - 1)
 
 
-def missed_months(start: int, now: int, day: int, hour: int) -> list[tuple[int, int]]:
-    """The months whose digest instant falls in ``[start, now]``, oldest first."""
-    months: list[tuple[int, int]] = []
-    year, month = previous_month(start)
-    while (instant := digest_instant(year, month, day, hour)) <= now:
-        if instant >= start:
-            months.append((year, month))
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return months
-
-
 class Schedule:
-    """The instants at which the service acts: ticks from local midnight and digests."""
+    """The instants at which the service acts: ticks from local midnight and digests.
 
-    def __init__(self, tick_minutes: int, digest_day: int, digest_hour: int) -> None:
+    The digest goes out on the ``working_day``-th working day of the month at ``hour``
+    (the office file's ``digest``), counted in the office calendar as it is at the time
+    asked: ``calendar`` is called each time, so a closure re-read from the rules counts.
+    """
+
+    def __init__(
+        self,
+        tick_minutes: int,
+        working_day: int,
+        hour: int,
+        calendar: Callable[[], OfficeCalendar],
+    ) -> None:
         self.tick = tick_minutes * 60 * 1_000_000
-        self.day, self.hour = digest_day, digest_hour
+        self.working_day, self.hour = working_day, hour
+        self.calendar = calendar
+
+    @classmethod
+    def of(cls, pipeline: Pipeline, tick_minutes: int) -> Schedule:
+        """The schedule of ``pipeline``'s office (its office file's digest values)."""
+        digest = pipeline.card.rules.office.digest
+        return cls(
+            tick_minutes, digest.working_day, digest.hour, lambda: pipeline.card.rules.calendar
+        )
 
     def after(self, instant: int) -> int:
         """The first scheduled instant strictly after ``instant``."""
@@ -52,18 +77,34 @@ class Schedule:
         )
         this = (moment.year, moment.month)
         candidates = (previous_month(instant), this)  # digests sent this month and next
-        digest = min(d for d in (self._instant(m) for m in candidates) if d > instant)
+        digest = min(d for d in (self.digest_instant(*m) for m in candidates) if d > instant)
         return min(tick, next_midnight, digest)
 
-    def _instant(self, month: tuple[int, int]) -> int:
-        return digest_instant(month[0], month[1], self.day, self.hour)
+    def digest_instant(self, year: int, month: int) -> int:
+        """When the digest of (year, month) goes out."""
+        return digest_instant(year, month, self.calendar(), self.working_day, self.hour)
 
     def digest_due(self, instant: int) -> tuple[int, int] | None:
         """The month whose digest is due at ``instant`` (at or after its digest instant)."""
         year, month = previous_month(instant)
-        return (
-            (year, month) if instant >= digest_instant(year, month, self.day, self.hour) else None
-        )
+        return (year, month) if instant >= self.digest_instant(year, month) else None
+
+    def missed_months(self, start: int, now: int) -> list[tuple[int, int]]:
+        """The months whose digest instant falls in ``[start, now]``, oldest first."""
+        return missed_months(start, now, self.calendar(), self.working_day, self.hour)
+
+
+def missed_months(
+    start: int, now: int, calendar: OfficeCalendar, working_day: int = 1, hour: int = 8
+) -> list[tuple[int, int]]:
+    """The months whose digest instant falls in ``[start, now]``, oldest first."""
+    months: list[tuple[int, int]] = []
+    year, month = previous_month(start)
+    while (instant := digest_instant(year, month, calendar, working_day, hour)) <= now:
+        if instant >= start:
+            months.append((year, month))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
 
 
 def run_tick(
@@ -72,7 +113,7 @@ def run_tick(
     """Everything the service does at one instant: evaluate, digests, delivery."""
     queued = pipeline.evaluate(now)
     # every digest owed since the service began (a missed one too), once each: runs table
-    for year, month in missed_months(start, now, schedule.day, schedule.hour):
+    for year, month in schedule.missed_months(start, now):
         queued += pipeline.send_digests(year, month, now)
     report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
     return queued, report.sent, [f.message_id for f in report.parked]

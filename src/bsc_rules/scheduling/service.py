@@ -4,7 +4,8 @@
 (:func:`bsc_rules.replay.run_tick`): evaluate, send the digests due, deliver the outbox.
 APScheduler (3.11, the only module that imports it) decides *when*: a tick every
 ``tick_minutes`` from local midnight in Asia/Taipei (the instants of
-:class:`bsc_rules.replay.Schedule`) and the digest at ``digest.day`` ``digest.hour``:00.
+:class:`bsc_rules.scheduling.schedule.Schedule`) and a run every day at the office file's
+``digest.hour``:00, which sends the digest on its ``digest.working_day``-th working day.
 The injected :class:`~bsc_rules.clock.Clock` says *what time it is*; nothing here reads
 the wall clock, so tests call :meth:`Service.scheduled` with a fake clock and never wait.
 
@@ -104,9 +105,10 @@ def tick_trigger(tick_minutes: int) -> Any:
     return crons[0] if len(crons) == 1 else OrTrigger(crons)
 
 
-def digest_trigger(day: int, hour: int) -> Any:
-    """``day`` of every month at ``hour``:00, Taipei time."""
-    return CronTrigger(day=day, hour=hour, timezone=TAIPEI)
+def digest_trigger(hour: int) -> Any:
+    """Every day at ``hour``:00, Taipei time: the tick then sends the digest if today is
+    its working day (:meth:`Schedule.missed_months`), which a cron field cannot say."""
+    return CronTrigger(hour=hour, minute=0, timezone=TAIPEI)
 
 
 def mailer_for(settings: Settings) -> Mailer:
@@ -163,7 +165,7 @@ class Service:
         secret = settings.ack_secret
         if settings.public_url and secret is not None and self.pipeline.ack_links is None:
             self.pipeline.ack_links = (settings.public_url, secret.get_secret_value().encode())
-        self.schedule = Schedule(settings.tick_minutes, settings.digest.day, settings.digest.hour)
+        self.schedule = Schedule.of(self.pipeline, settings.tick_minutes)
         self.scheduler: Any = None
         self._lock = threading.RLock()
         self._start: int | None = None
@@ -194,7 +196,7 @@ class Service:
         """On start: every digest missed while down (once each), then one regular tick."""
         with self._lock:
             start, schedule = self.started(now), self.schedule
-            for year, month in missed_months(start, now, schedule.day, schedule.hour):
+            for year, month in schedule.missed_months(start, now):
                 if not self.pipeline.digest_sent(year, month):
                     _info(f"補寄月報：{roc_year(year)}年{month}月")
             return self.tick(now)  # run_tick sends every digest still owed, once each
@@ -279,9 +281,8 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
         )
         scheduler.add_job(self.scheduled, tick_trigger(s.tick_minutes), id="tick", name="tick")
-        scheduler.add_job(
-            self.scheduled, digest_trigger(s.digest.day, s.digest.hour), id="digest", name="digest"
-        )
+        digest = digest_trigger(self.schedule.hour)
+        scheduler.add_job(self.scheduled, digest, id="digest", name="digest")
         return scheduler
 
     def shutdown(self) -> None:
@@ -400,8 +401,8 @@ def _run(
     result = service.start()
     _info(
         f"服務已啟動（{iso(to_us(clock.now()))}）：資料庫 {settings.database}，"
-        f"每 {settings.tick_minutes} 分鐘檢查一次，月報於每月 {settings.digest.day} 日 "
-        f"{settings.digest.hour} 時；啟動時寄出 {len(result.sent)} 件"
+        f"每 {settings.tick_minutes} 分鐘檢查一次，月報於每月第 {service.schedule.working_day} "
+        f"個工作日 {service.schedule.hour} 時；啟動時寄出 {len(result.sent)} 件"
     )
     if stdin is not None:
         summary = service.ingest_stream(stdin)
