@@ -52,6 +52,7 @@ def _problem(problem: HttpProblem) -> Response:
     return _json({"error": mask_text(problem.message)}, problem.status, problem.headers)
 
 
+BUSY = HttpProblem(429, "the ingest queue is full; retry later", {"Retry-After": RETRY_AFTER})
 UNAUTHORIZED = HttpProblem(
     401, "a valid token is required", {"WWW-Authenticate": 'Bearer realm="bsc-rules"'}
 )
@@ -106,14 +107,20 @@ class Handlers:
         return office
 
     async def _ingest(self, items: list[Any], office: str, batch: bool) -> list[Outcome]:
+        """Judge the events off the writer (a batch in the thread pool: not on the event
+        loop), queue them, and wait for the writer's commit."""
         if not items:
             return []
+        if self.door.busy():  # refused before spending the parsing on it
+            raise BUSY
+        if len(items) > 1:
+            judged = await run_in_threadpool(self.door.judge, items, office, batch)
+        else:
+            judged = self.door.judge(items, office, batch)
         try:
-            future = self.door.submit(items, office, batch)
+            future = self.door.submit(judged)
         except Busy:
-            raise HttpProblem(
-                429, "the ingest queue is full; retry later", {"Retry-After": RETRY_AFTER}
-            ) from None
+            raise BUSY from None
         try:
             return await asyncio.wrap_future(future)
         except (StoreError, sqlite3.Error) as exc:
