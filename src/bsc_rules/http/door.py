@@ -12,6 +12,7 @@ the writer (the service's lock, shared with the scheduler's ticks).
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ from bsc_rules.scorecard import CONFLICT, Scorecard
 from bsc_rules.store.db import SCHEMA_VERSION, transaction
 from bsc_rules.store.sqlite import SQLiteStore
 
+log = logging.getLogger("bsc_rules.http")
 ORIGIN = "http"
 CODES = {"accepted": 201, "duplicate": 200, "conflict": 409, "rejected": 400, "forbidden": 403}
 
@@ -86,6 +88,7 @@ class Door:
         self.lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
         self.scheduler_running = scheduler_running
         self.counts: Counter[str] = Counter()
+        self.writes = Counter[str]()  # requests and transactions of the writer
         self._jobs: queue.Queue[Job | None] = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._write_loop, name="bsc-http-writer")
         self._thread.start()
@@ -118,6 +121,7 @@ class Door:
     def _write(self, group: list[Job]) -> None:
         """Store the group in one transaction; answer each request after the commit."""
         live = [(judged, f) for judged, f in group if f.set_running_or_notify_cancel()]
+        self.writes.update(requests=len(live), transactions=1)
         try:
             results = self.store_judged([judged for judged, _ in live])
         except BaseException as exc:
@@ -145,6 +149,8 @@ class Door:
         """Let the writer finish what is queued, then stop it."""
         self._jobs.put(None)
         self._thread.join()
+        w = self.writes
+        log.info(f"- writer: {w['requests']} requests in {w['transactions']} transactions")
 
     # ------------------------------------------------------------ ingest
 
