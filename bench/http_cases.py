@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,11 @@ class Server:
         self.out.flush()
         log = Path(self.out.name).read_text(errors="replace")[-2000:]
         raise RuntimeError(f"bsc-rules serve did not start:\n{log}")
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the server has used so far, all its threads."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log(self) -> str:
         return Path(self.out.name).read_text(errors="replace")
@@ -233,11 +239,16 @@ def case_http(db: str, single: int, batches: int, concurrent: int, queue: int = 
     server = Server(path, path.with_suffix(".serve.log"), queue)
     try:
         server.wait_ready()
-        r: Result = {
-            "single": _single(server.url, one),
-            "batch": _batched(server.url, grouped, size),
-            "concurrent": _concurrent(server.url, parallel, size),
-        }
+        r: Result = {}
+        phases: list[tuple[str, Callable[[], Result]]] = [
+            ("single", lambda: _single(server.url, one)),
+            ("batch", lambda: _batched(server.url, grouped, size)),
+            ("concurrent", lambda: _concurrent(server.url, parallel, size)),
+        ]
+        for phase, measure in phases:
+            cpu = server.cpu()
+            r[phase] = measure()
+            r[phase]["server_cpu_us"] = (server.cpu() - cpu) * 1e6 / r[phase]["events"]
     finally:
         server.stop()
     found = re.search(r"writer: (\d+) requests in (\d+) transactions", server.log())
@@ -253,7 +264,10 @@ def case_http(db: str, single: int, batches: int, concurrent: int, queue: int = 
 
 
 def _ms(r: Result) -> str:
-    return f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+    text = f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+    if "server_cpu_us" in r:
+        text += f"; server CPU {r['server_cpu_us']:.0f} µs/event"
+    return text
 
 
 def _grouped(h: Result) -> str:
