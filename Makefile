@@ -59,7 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(filter-out 0,$(QUICK)),--quick)
 
 # The HTTP door alone (docs/benchmarks.md, "HTTP door"): `bsc-rules serve` on a loopback
-# port against the in-process ingest of the same events (a few minutes).
+# port against the in-process ingest of the same events (under a minute).
 bench-http: $(STAMP)
 	$(BIN)/python -m bench --only http $(if $(filter-out 0,$(QUICK)),--quick)
 
