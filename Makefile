@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OUT := out
 AS_OF ?= 2017-12-31T23:59:59+08:00
 
-.PHONY: demo test lint bench clean test-nodurable wheel-check
+.PHONY: demo test lint bench bench-http clean test-nodurable wheel-check
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,11 @@ wheel-check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c "import duckdb" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[dev,bench]"
 	$(BIN)/python -m bench $(if $(filter-out 0,$(QUICK)),--quick)
+
+# The HTTP door alone (docs/benchmarks.md, "HTTP door"): `bsc-rules serve` on a loopback
+# port against the in-process ingest of the same events (under a minute).
+bench-http: $(STAMP)
+	$(BIN)/python -m bench --only http $(if $(filter-out 0,$(QUICK)),--quick)
 
 clean:
 	rm -rf $(VENV) $(NODUR) $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

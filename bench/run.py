@@ -24,6 +24,7 @@ from typing import Any
 from bench import config
 from bench.config import DATA, OUT, Plan
 from bench.duck import cross_check
+from bench.http_cases import http_text
 from bench.inputs import Input, ensure
 
 Result = dict[str, Any]
@@ -274,6 +275,8 @@ def measure(plan: Plan, run: Runner) -> dict[str, Any]:  # noqa: C901  (the run,
             f"restart {matcher} city", "restart", db=city_db, matcher=matcher, as_of=config.FINAL
         )
 
+    r["http"] = measure_http(plan, run)
+
     # the national scale, last
     r["floor_national"] = run("floor national", "floor", path=nat, db=_db("floor"))
     r["replay_python_national"] = run(
@@ -291,6 +294,18 @@ def measure(plan: Plan, run: Runner) -> dict[str, Any]:  # noqa: C901  (the run,
     for suffix in ("", "-wal", "-shm"):
         Path(f"{city_db}{suffix}").unlink(missing_ok=True)
     return r
+
+
+def measure_http(plan: Plan, run: Runner) -> dict[str, Any]:
+    """The HTTP door against a real ``bsc-rules serve`` and the in-process ingest (one case)."""
+    return run(
+        "http door vs in-process ingest",
+        "http",
+        db=_db("http"),
+        single=1000 if plan.quick else 2000,
+        batches=100,
+        concurrent=200 if plan.quick else 250,
+    )
 
 
 def profiles(r: dict[str, Any], run: Runner, one: str, city_db: str) -> dict[str, Any]:
@@ -695,9 +710,25 @@ def report(r: dict[str, Any]) -> str:
         "Targets:\n\n" + targets_text(r),
         checks_text(r),
     ]
+    if "http" in r:
+        sections.append(http_text(r["http"]))
     if r.get("profiles"):
         sections.append(profiles_text(r))
     return "\n\n".join(sections) + "\n"
+
+
+def only_http(plan: Plan, run: Runner) -> int:
+    """``python -m bench --only http``: the HTTP measurements alone (a few minutes)."""
+    result: dict[str, Any] = {"plan": plan.mode, "machine": machine()}
+    result["http"] = measure_http(plan, run)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"results-http-{plan.mode}.json").write_text(json.dumps(result, indent=1))
+    m = result["machine"]
+    text = f"{m['cores']} cores, {m['cpu']}, {m['memory_gb']} GB RAM\n\n"
+    text += http_text(result["http"]) + "\n"
+    (OUT / f"table-http-{plan.mode}.md").write_text(text)
+    sys.stdout.write("\n" + text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -705,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a national sample, a few minutes")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
     parser.add_argument("--render", type=Path, help="print the table of a saved results file")
+    parser.add_argument(
+        "--only", choices=["http"], help="only the HTTP door against in-process ingest"
+    )
     args = parser.parse_args(argv)
     if args.render is not None:
         sys.stdout.write(report(json.loads(args.render.read_text())))
@@ -714,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(**{**plan.__dict__, "profile": False})
     cores = os.cpu_count() or 1
     run = Runner(cpu=cores - 1 if cores > 1 else None)
+    if args.only == "http":
+        return only_http(plan, run)
     results = measure(plan, run)
     results["wall_seconds"] = time.perf_counter() - run.started
     results["load"] = {"max": max(run.loads), "mean": sum(run.loads) / len(run.loads)}

@@ -268,6 +268,30 @@ def test_full_queue_is_429_with_retry_after(live: Live) -> None:
     assert live.stored() == (5, 0)
 
 
+def test_waiting_requests_share_one_transaction_each_answered_after_it(live: Live) -> None:
+    """The writer blocked (its lock held here) with one request taken and four waiting:
+    once the lock is free, the five are stored in one transaction, each with its verdict."""
+    answers: list[int] = []
+    with live.door.lock:
+        senders = [
+            threading.Thread(target=lambda i=i: answers.append(_send(live, i))) for i in range(5)
+        ]
+        for s in senders:
+            s.start()
+        for _ in range(3000):  # bounded: until one is taken by the writer and 4 wait
+            if live.door._jobs.full():
+                break
+            senders[0].join(0.01)
+        assert live.door._jobs.full()
+        assert answers == []  # nothing answered before the commit
+        assert live.stored() == (0, 0)
+    for s in senders:
+        s.join(30)
+    assert sorted(answers) == [201] * 5
+    assert live.door.writes == {"requests": 5, "transactions": 1}
+    assert live.stored() == (5, 0)
+
+
 def _send(live: Live, i: int) -> int:
     with live.client() as c:
         return post(c, opened(f"RG10601040{i:02d}")).status_code

@@ -2,13 +2,17 @@
 
 SQLite has one writer and the scorecard is not thread-safe, so every write goes through
 one thread fed by a bounded queue: a full queue is answered 429 at once rather than
-waited on. A request's events are stored in one transaction (rejections kept in it too),
-and only after the commit are they applied to the scorecard and answered. Reads hold the
-same lock as the writer (the service's lock, shared with the scheduler's ticks).
+waited on. Events are parsed and validated before the queue (:meth:`Door.judge`, in the
+request's thread), so the writer only stores. The writer takes one request, then the
+lock, then every request already waiting (up to :data:`GROUP_EVENTS` events): they are
+stored in one transaction (rejections kept in it too), and only after its commit applied
+to the scorecard and answered, each with its own verdicts. Reads hold the same lock as
+the writer (the service's lock, shared with the scheduler's ticks).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -29,8 +33,13 @@ from bsc_rules.scorecard import CONFLICT, Scorecard
 from bsc_rules.store.db import SCHEMA_VERSION, transaction
 from bsc_rules.store.sqlite import SQLiteStore
 
+log = logging.getLogger("bsc_rules.http")
 ORIGIN = "http"
 CODES = {"accepted": 201, "duplicate": 200, "conflict": 409, "rejected": 400, "forbidden": 403}
+
+
+#: Events a writer's transaction takes at most when it groups waiting requests.
+GROUP_EVENTS = 2000
 
 
 class Busy(Exception):
@@ -55,6 +64,12 @@ class Outcome:
         return {"id": self.id, "source": self.source, "status": self.code, "error": self.error}
 
 
+#: An event to store, a rejection to keep, or a verdict already reached (403).
+Judged = Event | Rejection | Outcome
+#: A request waiting for the writer: its judged events and the answer to give.
+Job = tuple[list[Judged], "Future[list[Outcome]]"]
+
+
 class Door:
     """Ingest and read one office's scorecard on behalf of HTTP requests."""
 
@@ -73,9 +88,8 @@ class Door:
         self.lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
         self.scheduler_running = scheduler_running
         self.counts: Counter[str] = Counter()
-        self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue(
-            queue_size
-        )
+        self.writes = Counter[str]()  # requests and transactions of the writer
+        self._jobs: queue.Queue[Job | None] = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._write_loop, name="bsc-http-writer")
         self._thread.start()
 
@@ -83,58 +97,102 @@ class Door:
 
     def _write_loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            work, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                with self.lock:
-                    result = work()
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            with self.lock:  # the lock first: while it waits, later requests keep queueing
+                group, stop = self._group(job)
+                self._write(group)
+            if stop:
+                return
 
-    def submit(self, items: list[Item], office: str, batch: bool = False) -> Future[list[Outcome]]:
-        """Queue a request's events for the writer; :class:`Busy` when the queue is full."""
+    def _group(self, first: Job) -> tuple[list[Job], bool]:
+        """``first`` and the requests already waiting (up to :data:`GROUP_EVENTS` events):
+        one transaction for them all. True when the stop mark was met."""
+        group, events = [first], len(first[0])
+        while events < GROUP_EVENTS:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return group, True
+            group.append(job)
+            events += len(job[0])
+        return group, False
+
+    def _write(self, group: list[Job]) -> None:
+        """Store the group in one transaction; answer each request after the commit."""
+        live = [(judged, f) for judged, f in group if f.set_running_or_notify_cancel()]
+        self.writes.update(requests=len(live), transactions=1)
+        try:
+            results = self.store_judged([judged for judged, _ in live])
+        except BaseException as exc:
+            for _, future in live:
+                future.set_exception(exc)
+            return
+        for (_, future), outcomes in zip(live, results, strict=True):
+            future.set_result(outcomes)
+
+    def submit(self, judged: list[Judged]) -> Future[list[Outcome]]:
+        """Queue a request's judged events for the writer; :class:`Busy` when the queue is
+        full."""
         future: Future[list[Outcome]] = Future()
         try:
-            self._jobs.put_nowait((lambda: self.ingest(items, office, batch), future))
+            self._jobs.put_nowait((judged, future))
         except queue.Full:
             raise Busy from None
         return future
+
+    def busy(self) -> bool:
+        """True when the queue is full (a new request would be refused)."""
+        return self._jobs.full()
 
     def close(self) -> None:
         """Let the writer finish what is queued, then stop it."""
         self._jobs.put(None)
         self._thread.join()
+        w = self.writes
+        log.info(f"- writer: {w['requests']} requests in {w['transactions']} transactions")
 
     # ------------------------------------------------------------ ingest
 
-    def ingest(self, items: list[Item], office: str, batch: bool = False) -> list[Outcome]:
-        """Judge, store in one transaction, then apply: the writer thread's work.
+    def judge(self, items: list[Item], office: str, batch: bool = False) -> list[Judged]:
+        """Parse and validate a request's events (any thread: reads nothing shared).
 
         A batch's rejections name their element (``line N``: the N-th of the array)."""
-        judged = [
+        return [
             self._judge(item, number if batch else None, office)
             for number, item in enumerate(items, 1)
         ]
-        valid = [j for j in judged if isinstance(j, Event)]
+
+    def ingest(self, items: list[Item], office: str, batch: bool = False) -> list[Outcome]:
+        """Judge, store in one transaction, then apply (the caller holds no lock)."""
+        judged = self.judge(items, office, batch)
+        with self.lock:
+            return self.store_judged([judged])[0]
+
+    def store_judged(self, requests: list[list[Judged]]) -> list[list[Outcome]]:
+        """Requests' judged events in one transaction, then applied to the scorecard (the
+        caller holds the lock). Nothing is stored when the transaction fails."""
         before = self.store.own_writes()
         try:
             with transaction(self.store.connection, self.store.path):
-                for j in judged:
-                    if isinstance(j, Rejection):
-                        self.store.reject(j, ORIGIN)
-                verdicts = iter(self.store.append_batch(valid) if valid else [])
-                outcomes = [self._outcome(j, verdicts) for j in judged]
+                results = [self._store(judged) for judged in requests]
         finally:  # inside our transaction the store cannot know the commit: applied below
             for seq in self.store.own_writes() - before:  # from the log, once committed
                 self.store.take_own(seq)
         self.card.refresh()
-        self.counts.update(o.status for o in outcomes)
-        return outcomes
+        for outcomes in results:
+            self.counts.update(o.status for o in outcomes)
+        return results
 
-    def _outcome(self, judged: Event | Rejection | Outcome, verdicts: Iterator[str]) -> Outcome:
+    def _store(self, judged: list[Judged]) -> list[Outcome]:
+        for j in judged:
+            if isinstance(j, Rejection):
+                self.store.reject(j, ORIGIN)
+        valid = [j for j in judged if isinstance(j, Event)]
+        verdicts = iter(self.store.append_batch(valid) if valid else [])
+        return [self._outcome(j, verdicts) for j in judged]
+
+    def _outcome(self, judged: Judged, verdicts: Iterator[str]) -> Outcome:
         if isinstance(judged, Outcome):
             return judged
         if isinstance(judged, Rejection):
@@ -148,7 +206,7 @@ class Door:
             return Outcome("conflict", judged.id, judged.source, str(rejection), "id")
         return Outcome(verdict, judged.id, judged.source)
 
-    def _judge(self, item: Item, number: int | None, office: str) -> Event | Rejection | Outcome:
+    def _judge(self, item: Item, number: int | None, office: str) -> Judged:
         """An event to store, a rejection to keep, or a 403 (another office: nothing kept)."""
         parsed = _parse(item, number)
         claimed = parsed.office if isinstance(parsed, Event) else _claimed(item, parsed)

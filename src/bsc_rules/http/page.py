@@ -40,10 +40,14 @@ TEMPLATE = """<!doctype html>
 <style>
 body{font-family:"Noto Sans TC","Microsoft JhengHei",sans-serif;margin:1.5rem;color:#1f2328}
 .tiles{display:flex;flex-wrap:wrap;gap:.6rem}
-.tile{border:1px solid #d0d7de;border-radius:6px;padding:.6rem .8rem;width:14rem}
+.tile{border:1px solid #d0d7de;border-radius:6px;padding:.6rem .8rem;width:14rem;
+box-sizing:border-box;max-width:100%}
+@media (max-width:40rem){.tile{width:100%}}
+.nw{white-space:nowrap} .scroll{overflow-x:auto;max-width:100%}
 .tile h3{margin:0 0 .3rem;font-size:1rem} .num{font-size:1.4rem;font-weight:bold}
 table{border-collapse:collapse;margin:.5rem 0 1.2rem}
-td,th{border:1px solid #d0d7de;padding:.3rem .6rem}
+td,th{border:1px solid #d0d7de;padding:.3rem .6rem;white-space:nowrap}
+td.wrap{white-space:normal;min-width:12rem}
 th{background:#f6f8fa} .muted{color:#57606a}
 </style></head><body>
 <h1>{{ p.office }} {{ p.year_roc }}年度平衡計分卡</h1>
@@ -53,25 +57,29 @@ th{background:#f6f8fa} .muted{color:#57606a}
 {% for k in p.kpis %}<div class="tile" style="background:{{ k.bg }};border-color:{{ k.fg }}">
 <h3>{{ k.id }} {{ k.name }}</h3>
 <div class="num" style="color:{{ k.fg }}">{{ k.value }}</div>
-<div>目標 {{ k.target }}{% if k.pace %}；進度目標 {{ k.pace }}{% endif %}</div>
+<div><span class="nw">目標 {{ k.target }}</span>{% if k.pace %}；<span class="nw">進度目標
+{{- " " }}{{ k.pace }}</span>{% endif %}</div>
 <div><strong style="color:{{ k.fg }}">{{ k.label }}</strong> · {{ k.section }}</div>
 </div>{% endfor %}
 </div>
 <h2>即將到期或已逾期之案件（{{ p.cases|length }} 件）</h2>
-{% if p.cases %}<table><tr><th>KPI</th><th>案號</th><th>狀態</th><th>期限</th><th>主責科室</th></tr>
+{% if p.cases %}<div class="scroll"><table>
+<tr><th>KPI</th><th>案號</th><th>狀態</th><th>期限</th><th>主責科室</th></tr>
 {% for c in p.cases %}<tr><td>{{ c.kpi }}</td><td>{{ c.subject }}</td><td>{{ c.state }}</td>
-<td>{{ c.due }}</td><td>{{ c.section }}</td></tr>{% endfor %}</table>
+<td>{{ c.due }}</td><td>{{ c.section }}</td></tr>{% endfor %}</table></div>
 {% else %}<p>無。</p>{% endif %}
 <h2>未確認之警示（{{ p.alerts|length }} 件）</h2>
-{% if p.alerts %}<table><tr><th>警示</th><th>狀態</th><th>起始</th></tr>
+{% if p.alerts %}<div class="scroll"><table><tr><th>警示</th><th>狀態</th><th>起始</th></tr>
 {% for a in p.alerts %}<tr><td>{{ a.key }}</td><td>{{ a.state }}</td><td>{{ a.since }}</td></tr>
-{% endfor %}</table>{% else %}<p>無。</p>{% endif %}
+{% endfor %}</table></div>{% else %}<p>無。</p>{% endif %}
 <h2>郵件寄送佇列</h2>
 <p>待寄 {{ p.outbox.pending }} 封（其中重試中 {{ p.outbox.failing }} 封）；
 無法投遞 {{ p.outbox.parked }} 封。</p>
-{% if p.outbox.troubles %}<table><tr><th>狀態</th><th>主旨</th><th>嘗試</th><th>最後錯誤</th></tr>
+{% if p.outbox.troubles %}<div class="scroll"><table>
+<tr><th>狀態</th><th>主旨</th><th>嘗試</th><th>最後錯誤</th></tr>
 {% for m in p.outbox.troubles %}<tr><td>{{ m.status }}</td><td>{{ m.subject }}</td>
-<td>{{ m.attempts }}</td><td>{{ m.error }}</td></tr>{% endfor %}</table>{% endif %}
+<td>{{ m.attempts }}</td><td class="wrap">{{ m.error }}</td></tr>{% endfor %}</table></div>
+{% endif %}
 </body></html>
 """
 
