@@ -4,6 +4,7 @@ acknowledged links say so and change nothing (service.md, notifications.md)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -125,3 +126,42 @@ def test_a_damaged_link_or_an_empty_form_changes_nothing(site: Site) -> None:
     too_long = httpx.post(site.link(), data={"name": "林課員", "note": "x" * 9000})
     assert too_long.status_code == 413
     assert site.row() == ("overdue", 0, None, None)
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+def test_a_person_acknowledges_from_the_link_in_chromium(site: Site, tmp_path: Path) -> None:
+    """Headless Chromium (JavaScript off, as some mail clients' browsers are): open the link,
+    see the alert masked and the form, fill it in and submit; the page says it is done, the
+    alert is acknowledged with the name and note typed, and opening the link again says so."""
+    from tests.integration.test_http_browser import CHROMIUM, _absent
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _absent("playwright is not installed")
+    if not CHROMIUM.exists():
+        _absent(f"{CHROMIUM}: no Chromium (apt-get install chromium fonts-noto-cjk)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        page = browser.new_context(java_script_enabled=False, locale="zh-TW").new_page()
+        answer = page.goto(site.link())
+        assert answer is not None
+        assert answer.status == 200
+        assert "A12345****" in page.inner_text("body")
+        assert site.row() == ("overdue", 0, None, None)  # opening it changed nothing
+        page.fill("#name", "戶籍登記課 林課員")
+        page.fill("#note", "已電請申請人補正帳戶資料")
+        page.screenshot(path=str(tmp_path / "ack-form.png"), full_page=True)
+        page.click("button[type=submit]")
+        assert "已確認此警示" in page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "ack-done.png"), full_page=True)
+        page.goto(site.link())
+        assert "已經確認" in page.inner_text("body")
+        assert page.locator("form").count() == 0
+        browser.close()
+    assert site.row() == ("overdue", 1, "戶籍登記課 林課員", "已電請申請人補正帳戶資料")
+    if shots := os.environ.get("BSC_RULES_SCREENSHOT"):
+        for name in ("ack-form.png", "ack-done.png"):
+            (Path(shots) / name).write_bytes((tmp_path / name).read_bytes())

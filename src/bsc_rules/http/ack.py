@@ -22,10 +22,11 @@ from starlette.routing import Route
 
 from bsc_rules.alerts.acklink import AckClaim, AckLinkError, verify
 from bsc_rules.alerts.table import AlertTable
-from bsc_rules.calendar import from_us, roc_date, to_us
+from bsc_rules.calendar import to_us
 from bsc_rules.clock import Clock
 from bsc_rules.errors import UsageError
 from bsc_rules.http.door import Door
+from bsc_rules.notify.render import f_local_time
 from bsc_rules.privacy import mask_text
 
 MAX_FORM = 8 * 1024  # bytes: a name and a note
@@ -99,8 +100,7 @@ def _page(status: int, title: str, message: str, **context: Any) -> HTMLResponse
 
 
 def _when(us: int) -> str:
-    moment = from_us(us)
-    return f"{roc_date(moment.date())} {moment:%H:%M}"
+    return f_local_time(us)  # 106年3月23日0時: the mails' way of writing a time
 
 
 class AckPages:
