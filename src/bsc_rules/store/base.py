@@ -76,7 +76,20 @@ class OwnWrites:
         return frozenset(self._seqs)
 
 
-class MemoryStore:
+class KeepsOwnWrites:
+    """``take_own``/``own_writes`` of the protocol for a store that records its committed
+    seqs in ``self._own`` (an :class:`OwnWrites`)."""
+
+    _own: OwnWrites
+
+    def take_own(self, seq: int) -> bool:
+        return self._own.take(seq)
+
+    def own_writes(self) -> frozenset[int]:
+        return self._own.pending()
+
+
+class MemoryStore(KeepsOwnWrites):
     """The same semantics as the SQLite store, in memory only (nothing is durable)."""
 
     def __init__(self) -> None:
@@ -119,12 +132,6 @@ class MemoryStore:
     def rows_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
         start = max(seq, 0)
         return iter(list(enumerate(self._log[start:], start + 1)))
-
-    def take_own(self, seq: int) -> bool:
-        return self._own.take(seq)
-
-    def own_writes(self) -> frozenset[int]:
-        return self._own.pending()
 
     def close(self) -> None:
         return None

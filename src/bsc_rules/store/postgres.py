@@ -22,7 +22,7 @@ from bsc_rules.errors import StoreError
 from bsc_rules.events import Event, Rejection, content_digest, same_content
 from bsc_rules.privacy import mask_text
 from bsc_rules.store import pg_schema
-from bsc_rules.store.base import OwnWrites, Verdict
+from bsc_rules.store.base import KeepsOwnWrites, OwnWrites, Verdict
 from bsc_rules.store.db import migrate
 
 _STAGING = (
@@ -131,7 +131,7 @@ def _listed_value(bound: str) -> str:
     return inner[1:-1].replace("''", "'")
 
 
-class PostgresStore:
+class PostgresStore(KeepsOwnWrites):
     """The append-only event log of one office in a PostgreSQL database."""
 
     def __init__(self, url: str, office: str, *, partition: bool = True) -> None:
@@ -234,12 +234,6 @@ class PostgresStore:
             else:
                 verdicts.append(_verdict(standing.get(key), e.body))
         return verdicts
-
-    def take_own(self, seq: int) -> bool:
-        return self._own.take(seq)
-
-    def own_writes(self) -> frozenset[int]:
-        return self._own.pending()
 
     def reject(self, rejection: Rejection, origin: str = "") -> None:
         row = (

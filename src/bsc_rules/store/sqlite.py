@@ -16,7 +16,7 @@ from pathlib import Path
 from bsc_rules.errors import StoreError
 from bsc_rules.events import Event, Rejection, content_digest, same_content
 from bsc_rules.privacy import mask_text
-from bsc_rules.store.base import OwnWrites, Verdict
+from bsc_rules.store.base import KeepsOwnWrites, OwnWrites, Verdict
 from bsc_rules.store.db import open_database, transaction
 
 _INSERT = (
@@ -25,7 +25,7 @@ _INSERT = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(KeepsOwnWrites):
     """The append-only event log in one SQLite file (WAL, durable commits)."""
 
     def __init__(self, path: Path | str) -> None:
@@ -60,12 +60,6 @@ class SQLiteStore:
         # Only now, committed: a rolled-back row's seq is reused by the next writer.
         self._own.add(written)
         return verdicts
-
-    def take_own(self, seq: int) -> bool:
-        return self._own.take(seq)
-
-    def own_writes(self) -> frozenset[int]:
-        return self._own.pending()
 
     def reject(self, rejection: Rejection, origin: str = "") -> None:
         try:
