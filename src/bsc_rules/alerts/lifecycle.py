@@ -27,8 +27,9 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from bsc_rules.calendar import US_PER_DAY
+from bsc_rules.types import AlertKind, AlertState
 
-State = Literal["due_soon", "overdue", "at_risk", "breached"]
+State = AlertState
 Role = Literal["owner", "director"]
 CASE_STATES = ("due_soon", "overdue")
 KPI_STATES = ("at_risk", "breached")
@@ -71,7 +72,7 @@ class Notify:
     """A notification decided by :func:`step`."""
 
     key: str
-    kind: Literal["due_soon", "overdue", "at_risk", "breached", "resolved"]
+    kind: AlertKind
     to: frozenset[Role]
     repeat: int  # 0 for the first notification of a state
     since: int

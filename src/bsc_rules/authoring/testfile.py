@@ -33,12 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bsc_rules.errors import Problem, RuleFileError
 from bsc_rules.events import Rejection, parse_object
 from bsc_rules.rules.sourcemap import Located, load_yaml, validate
+from bsc_rules.types import AlertState, CaseStateName, Direction, KpiStatus
 
 TOLERANCE = 0.005
 DEFAULT_SOURCE = "/rule-tests"
-Status = Literal["met", "on_track", "at_risk", "breached", "no_data", "no_target"]
-CaseStateName = Literal["due_soon", "overdue"]
-AlertState = Literal["due_soon", "overdue", "at_risk", "breached"]
+Status = KpiStatus
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -83,7 +82,7 @@ class KpiExpect(_Strict):
     status: Status | None = None
     numerator: float | None = None
     denominator: float | None = None
-    direction: Literal["higher", "lower"] | None = None
+    direction: Direction | None = None
     owner: str | None = None
 
 

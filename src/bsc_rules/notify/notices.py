@@ -14,12 +14,11 @@ floats in the KPI's unit (percent, count or pages).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from bsc_rules.rules.ruleset import Kpi, RuleSet
+from bsc_rules.types import AlertKind, CaseStateName, Direction, KpiKind, Section, Unit
 
-AlertKind = Literal["due_soon", "overdue", "at_risk", "breached", "resolved"]
-Audience = Literal["registration", "records", "general_affairs", "director"]
+Audience = Section  # who a digest is for
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +35,10 @@ class KpiInfo:
     perspective_name: str
     owner: Audience
     owner_name: str
-    unit: Literal["percent", "count", "pages"]
-    direction: Literal["higher", "lower"]
+    unit: Unit
+    direction: Direction
     label: str = ""  # short label for subjects and tables (the name where it is short)
-    kind: Literal["rate", "progress"] = "rate"  # progress KPIs accumulate: pace matters
+    kind: KpiKind = "rate"  # progress KPIs accumulate: pace matters
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -130,7 +129,7 @@ class CaseLine:
 
     kpi_id: str
     subject: str
-    state: Literal["due_soon", "overdue"]
+    state: CaseStateName
     due: int
     owner_name: str = ""
 

@@ -26,8 +26,9 @@ from bsc_rules.calendar import US_PER_DAY
 from bsc_rules.errors import Problem
 from bsc_rules.rules.sourcemap import Located
 from bsc_rules.settings import ENV_PREFIX, PROCESS_KEYS, SETTINGS_FILE
+from bsc_rules.types import Section as SectionName
 
-SectionCode = Literal["registration", "records", "general_affairs", "director"]
+SectionCode = SectionName
 SECTIONS: tuple[SectionCode, ...] = ("registration", "records", "general_affairs", "director")
 DIRECTOR: SectionCode = "director"
 Year = Annotated[int, Field(ge=1912, le=2200)]

@@ -45,6 +45,7 @@ from bsc_rules.rules.office import (
     without_misplaced,
 )
 from bsc_rules.rules.sourcemap import load_and_validate, load_yaml, validate
+from bsc_rules.types import Direction, KpiKind, Unit
 
 Number = StrictInt | Annotated[float, Field(allow_inf_nan=False)]
 
@@ -193,9 +194,9 @@ class KpiFile(_Strict):
     perspective: Literal["C", "P", "L", "F"]
     owner: SectionCode
     formula: str
-    unit: Literal["percent", "count", "pages"]
-    kind: Literal["rate", "progress"]
-    direction: Literal["higher", "lower"]
+    unit: Unit
+    kind: KpiKind
+    direction: Direction
     targets: dict[Year, Number]
     history: dict[Year, Number | None] = {}
     floor: Literal["three_year_mean"] | None = None
