@@ -455,6 +455,8 @@ def test_unpaid_subsidy_warns_escalates_and_resolves(tmp_path: Path, settings_fi
     kind, sent, to = seen[6]
     assert (kind, to) == ("resolved", both)
     assert at("2017-03-27 15:30") < sent <= at("2017-03-27 16:30")
+    closing = mine[6].part("plain")  # the payment's own time, not the evaluation's
+    assert "已於106年3月27日15時30分辦結" in closing
     assert "106年3月22日（含）前" in mine[0].subject + mine[0].part("plain")
     for m in mine:
         assert m.subject.startswith(PREFIX[m.kind]), m.subject

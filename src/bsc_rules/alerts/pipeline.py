@@ -20,6 +20,7 @@ from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy,
 from bsc_rules.alerts.notes import Notes
 from bsc_rules.alerts.table import AlertTable, message_id
 from bsc_rules.calendar import year_of
+from bsc_rules.measures.cases import case_end
 from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.digest import DigestInputs, build_digests
 from bsc_rules.notify.notices import AlertNotice, NoteLine, kpi_info
@@ -41,6 +42,7 @@ class Seen:
     subject: str | None = None
     opened: int | None = None
     due: int | None = None
+    ended: int | None = None  # a closed case: its closing event's own time
 
 
 class Pipeline:
@@ -164,7 +166,10 @@ class Pipeline:
         if result is None or old is None:
             return None
         due = old.since if old.state == "overdue" else None
-        return Seen(Observation(old.state, old.since), result, subject, None, due)
+        ended = None
+        if subject is not None:  # the closing event's own time, not this evaluation's
+            ended = case_end(self.card.book, result.kpi, subject, report.as_of)
+        return Seen(Observation(old.state, old.since), result, subject, None, due, ended)
 
     def _recipients(self, note: Notify, owner: str) -> tuple[str, ...]:
         """The office file's mailboxes of the sections told (the director's with the
@@ -211,6 +216,7 @@ class Pipeline:
             repeat=note.count,
             ack_url=self._ack_url(note, now),
             pace=_float(result.pace),
+            ended=seen.ended,
         )
         mail = render_alert(
             notice,

@@ -651,3 +651,13 @@ def open_cases(book: CaseBook, kpi: Kpi, as_of: int, window_days: int) -> list[C
         state = "overdue" if as_of >= due else "due_soon"
         found.append(CaseState(kpi.id, subject, state, due, rec.open_us, since))
     return found
+
+
+def case_end(book: CaseBook, kpi: Kpi, subject: str, as_of: int) -> int | None:
+    """When a deadline case ended (its first closing or cancelling event up to ``as_of``,
+    by the event's own time), or ``None`` while it is open."""
+    rec = book.cases[kpi.population.type].get(subject)
+    if rec is None:
+        return None
+    end = rec.first(as_of, kpi.masks["closed_by"] | kpi.masks["cancelled_by"])
+    return None if end is None else end[0]

@@ -74,6 +74,7 @@ class AlertNotice:
     acknowledged_note: str | None = None
     ack_url: str | None = None  # the signed acknowledgement link, where the office has one
     pace: float | None = None  # a progress KPI's value expected by now (the pace line)
+    ended: int | None = None  # a closed case: when its closing event happened
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,6 +327,7 @@ def _alert_context(n: AlertNotice, office_name: str, date: int) -> dict[str, Any
         "alert_key": n.alert_key,
         "ack_url": n.ack_url,
         "pace": n.pace,
+        "ended": n.ended if n.ended is not None else n.as_of,  # the event's own time
         "reply_by": n.as_of + 7 * US_PER_DAY,  # a concrete date, not 「1週內」
         "ack_command": f"bsc-rules ack {n.alert_key} --by 姓名 --note 處理情形",
         # a case is shown in the context of its own year (one opened in 106 and overdue in
