@@ -99,13 +99,19 @@ class Handlers:
         _access(request, outcome.code, office)
         return _json({**outcome.as_dict(), "field": outcome.field}, outcome.code)
 
-    def _writer(self, request: Request) -> str:
+    @staticmethod
+    def _token(request: Request, basic: bool) -> str | None:
+        """The request's token (header or ``?access_token=``; HTTP Basic for readers);
+        both at once, or a malformed header, is a 400."""
         given = credentials(
-            request.headers.get("authorization"), request.query_params.get("access_token"), False
+            request.headers.get("authorization"), request.query_params.get("access_token"), basic
         )
         if given.problem is not None:
             raise HttpProblem(400, given.problem)
-        office = self.tokens.office_of(given.token)
+        return given.token
+
+    def _writer(self, request: Request) -> str:
+        office = self.tokens.office_of(self._token(request, basic=False))
         if office is None:
             raise UNAUTHORIZED
         return office
@@ -145,12 +151,7 @@ class Handlers:
     # ------------------------------------------------------------ reading
 
     def _reader(self, request: Request) -> Caller:
-        given = credentials(
-            request.headers.get("authorization"), request.query_params.get("access_token"), True
-        )
-        if given.problem is not None:
-            raise HttpProblem(400, given.problem)
-        caller = self.tokens.reader(given.token)
+        caller = self.tokens.reader(self._token(request, basic=True))
         if caller is None:
             raise HttpProblem(
                 401,
