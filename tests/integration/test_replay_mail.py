@@ -661,8 +661,12 @@ def test_a_case_carried_into_the_new_year_is_shown_in_its_own_year(
         event("birth_subsidy.applied", "2017-12-27T10:00:00+08:00", case, {"amount": 20000}),
         event("birth_subsidy.applied", "2017-12-01T10:00:00+08:00", "BS1061201", {"amount": 1}),
         event("birth_subsidy.paid", "2017-12-05T10:00:00+08:00", "BS1061201"),
+        event("birth_subsidy.paid", "2018-01-12T10:00:00+08:00", case),
     ]
     mail = replay_events(tmp_path, settings_file, events, "2018-01-12T12:00:00+08:00")
+    [closing] = [m for m in mail if m.key == f"case:BP1.1:{case}" and m.kind == "resolved"]
+    assert "依本所106年度策略地圖" in closing.part("plain")  # closed in 107, still 106's case
+    assert "已於107年1月12日10時辦結" in closing.part("plain")
     late = [m for m in mail if m.key == f"case:BP1.1:{case}" and m.kind == "overdue"]
     assert late
     assert all(m.date.year == 2018 for m in late)

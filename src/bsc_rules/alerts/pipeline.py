@@ -20,12 +20,13 @@ from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy,
 from bsc_rules.alerts.notes import Notes
 from bsc_rules.alerts.table import AlertTable, message_id
 from bsc_rules.calendar import year_of
-from bsc_rules.measures.cases import case_end
+from bsc_rules.measures.cases import case_end, case_opened
 from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.digest import DigestInputs, build_digests
 from bsc_rules.notify.notices import AlertNotice, NoteLine, kpi_info
 from bsc_rules.notify.outbox import Outbox
 from bsc_rules.rules.office import addr_spec
+from bsc_rules.rules.ruleset import RuleSet
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
 from bsc_rules.store.db import transaction
@@ -50,8 +51,7 @@ class Pipeline:
 
     def __init__(self, card: Scorecard, settings: Settings, conn: sqlite3.Connection) -> None:
         self.card, self.settings, self.conn = card, settings, conn
-        self.rules = card.rules
-        self.policy: Policy = self.rules.office.alerts.policy()  # the office file's values
+        self.policy: Policy = card.rules.office.alerts.policy()  # the office file's values
         self.alerts = AlertTable(conn)
         self.outbox = Outbox(conn)
         # (public_url, secret) where the office runs the HTTP door: each alert notice then
@@ -59,16 +59,29 @@ class Pipeline:
         # same from run to run) and wherever no public address is set.
         self.ack_links: tuple[str, bytes] | None = None
 
+    @property
+    def rules(self) -> RuleSet:
+        """The scorecard's rules as they stand (the calendar is re-read while running)."""
+        return self.card.rules
+
     # ------------------------------------------------------------ observation
+
+    @staticmethod
+    def _of_year(
+        reports: dict[int, Report], card: Scorecard, kpi_id: str, opened: int, now: int
+    ) -> KpiResult:
+        """A case's KPI in the year the case belongs to (one carried over from 106 into
+        107 is shown in 106's context), each year's report made once per evaluation."""
+        year = year_of(opened)
+        if year not in reports:
+            reports[year] = card.report_at(now, year)
+        return reports[year].kpis[kpi_id]
 
     def observe(self, report: Report, records: dict[str, AlertRecord], now: int) -> dict[str, Seen]:
         seen: dict[str, Seen] = {}
-        of_year = {report.year: report}  # a case carried over is shown in its own year
+        of_year = {report.year: report}
         for case in report.cases:
-            year = year_of(case.opened)
-            if year not in of_year:
-                of_year[year] = self.card.report_at(now, year)
-            kpi = of_year[year].kpis[case.kpi]
+            kpi = self._of_year(of_year, self.card, case.kpi, case.opened, now)
             seen[f"case:{case.kpi}:{case.subject}"] = Seen(
                 Observation(case.state, case.since),  # type: ignore[arg-type]
                 kpi,
@@ -166,10 +179,13 @@ class Pipeline:
         if result is None or old is None:
             return None
         due = old.since if old.state == "overdue" else None
-        ended = None
-        if subject is not None:  # the closing event's own time, not this evaluation's
-            ended = case_end(self.card.book, result.kpi, subject, report.as_of)
-        return Seen(Observation(old.state, old.since), result, subject, None, due, ended)
+        if subject is None:
+            return Seen(Observation(old.state, old.since), result, None, None, due)
+        opened = case_opened(self.card.book, result.kpi, subject)
+        if opened is not None:  # shown in its own year, as while it was open
+            result = self._of_year({report.year: report}, self.card, kpi_id, opened, report.as_of)
+        ended = case_end(self.card.book, result.kpi, subject, report.as_of)  # the event's time
+        return Seen(Observation(old.state, old.since), result, subject, opened, due, ended)
 
     def _recipients(self, note: Notify, owner: str) -> tuple[str, ...]:
         """The office file's mailboxes of the sections told (the director's with the

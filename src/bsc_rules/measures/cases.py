@@ -661,3 +661,9 @@ def case_end(book: CaseBook, kpi: Kpi, subject: str, as_of: int) -> int | None:
         return None
     end = rec.first(as_of, kpi.masks["closed_by"] | kpi.masks["cancelled_by"])
     return None if end is None else end[0]
+
+
+def case_opened(book: CaseBook, kpi: Kpi, subject: str) -> int | None:
+    """When a deadline case was opened (its earliest opening event), if it was."""
+    rec = book.cases[kpi.population.type].get(subject)
+    return None if rec is None else rec.open_us
