@@ -168,13 +168,13 @@ class AckPages:
         return await run_in_threadpool(self._acknowledge, checked, name, note)
 
     def _acknowledge(self, claim: AckClaim, name: str, note: str) -> HTMLResponse:
-        standing = self._standing(claim)
-        if isinstance(standing, HTMLResponse):
-            return standing
-        if standing[1]:
-            return _page(200, "警示已確認", "此警示已經確認，未再變更。", alert=standing[0])
-        now = to_us(self.clock.now())
-        with self.door.lock:
+        with self.door.lock:  # the check and the write at once: no tick between them
+            standing = self._standing(claim)
+            if isinstance(standing, HTMLResponse):
+                return standing
+            if standing[1]:
+                return _page(200, "警示已確認", "此警示已經確認，未再變更。", alert=standing[0])
+            now = to_us(self.clock.now())
             try:
                 done = AlertTable(self.door.store.connection).acknowledge(
                     claim.key, note, now, by=name
