@@ -79,6 +79,7 @@ class Scorecard:
         self.store: EventStore = store if store is not None else MemoryStore()
         self.matcher: Matcher = make_matcher(self.rules.conditions, matcher)
         self.book = CaseBook(self.rules)
+        self._calendar_stamp = _calendar_stamp(self.rules.directory)
         self._seq = 0
         self._log_seq = 0  # the last row of the SQLite log applied
         self.refresh()
@@ -94,13 +95,16 @@ class Scorecard:
         the dues of open and closed cases with it; the KPIs themselves stay as loaded.
         Return how many cases' dues changed. A rule folder that no longer loads raises
         :class:`~bsc_rules.errors.RuleFileError` and changes nothing."""
+        stamp = _calendar_stamp(self.rules.directory)
+        if stamp == self._calendar_stamp:  # the usual tick: nothing re-read, nothing moved
+            return 0
         fresh = load_ruleset(self.rules.directory)
         office = self.rules.office.model_copy(
             update={"closures": fresh.office.closures, "deadlines": fresh.office.deadlines}
         )
         rules = replace(self.rules, office=office, city_closures=fresh.city_closures)
         changed = self.book.recalendar(rules)
-        self.rules = rules
+        self.rules, self._calendar_stamp = rules, stamp
         return changed
 
     def refresh(self) -> int:
@@ -260,3 +264,18 @@ class Scorecard:
     def report_at(self, as_of: int, year: int | None = None) -> Report:
         """The same, at an instant in microseconds since the epoch."""
         return build_report(self.rules, self.book, as_of, year, self.store.rejected_count())
+
+
+CALENDAR_FILES = ("office.yaml", "closures.yaml")
+
+
+def _calendar_stamp(directory: Path) -> tuple[bytes | None, ...]:
+    """The contents of the files the office calendar comes from (small: read, not parsed),
+    so that a tick re-reads the rule folder only when one of them changed."""
+    stamp: list[bytes | None] = []
+    for name in CALENDAR_FILES:
+        try:
+            stamp.append((directory / name).read_bytes())
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
