@@ -114,13 +114,15 @@ def _replay(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _render(args: argparse.Namespace, ctx: Context) -> int:
-    from bsc_rules.notify.examples import example, preview
+    from bsc_rules.notify.examples import example
+    from bsc_rules.notify.render import inline_images
 
-    mail = example(args.kind)
+    mail = example(args.kind)  # built once, shown as text or as HTML with its images
     write = ctx.console.file.write
     if args.part == "text":
         write(mask_text(f"郵件主旨：{mail.subject}\n收件者：{', '.join(mail.to)}\n\n"))
-    write(mask_text(preview(args.kind, args.part)) + "\n")
+    body = mail.text if args.part == "text" else inline_images(mail.html, mail.images)
+    write(mask_text(body) + "\n")
     return OK
 
 

@@ -163,11 +163,6 @@ class Door:
             for number, item in enumerate(items, 1)
         ]
 
-    def ingest(self, items: list[Item], office: str, batch: bool = False) -> list[Outcome]:
-        """Judge, store in one transaction, then apply (the caller holds no lock)."""
-        judged = self.judge(items, office, batch)
-        with self.lock:
-            return self.store_judged([judged])[0]
 
     def store_judged(self, requests: list[list[Judged]]) -> list[list[Outcome]]:
         """Requests' judged events in one transaction, then applied to the scorecard (the

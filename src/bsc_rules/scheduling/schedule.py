@@ -84,11 +84,6 @@ class Schedule:
         """When the digest of (year, month) goes out."""
         return digest_instant(year, month, self.calendar(), self.working_day, self.hour)
 
-    def digest_due(self, instant: int) -> tuple[int, int] | None:
-        """The month whose digest is due at ``instant`` (at or after its digest instant)."""
-        year, month = previous_month(instant)
-        return (year, month) if instant >= self.digest_instant(year, month) else None
-
     def missed_months(self, start: int, now: int) -> list[tuple[int, int]]:
         """The months whose digest instant falls in ``[start, now]``, oldest first."""
         return missed_months(start, now, self.calendar(), self.working_day, self.hour)

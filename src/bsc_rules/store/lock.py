@@ -90,10 +90,6 @@ class ServiceLock:
             os.close(self._fd)
             self._fd = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
 
 def read_holder(fd: int) -> Holder | None:
     """The holder written in an open lock file (None if unreadable, e.g. being written)."""
