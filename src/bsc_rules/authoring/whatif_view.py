@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bsc_rules.authoring.whatif import Cell, WhatIf
-from bsc_rules.calendar import from_us, roc_slash
+from bsc_rules.notify.render import f_local_time
 from bsc_rules.privacy import mask_text
 
 STATUS = {
@@ -36,8 +36,7 @@ MAIL_KIND = {
 
 
 def _when(us: int) -> str:
-    moment = from_us(us)
-    return f"{roc_slash(moment.date())} {moment:%H:%M}"
+    return f_local_time(us, "slash")
 
 
 def _number(value: Any) -> str:

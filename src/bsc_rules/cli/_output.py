@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bsc_rules.calendar import from_us, last_allowed_day, roc_date, roc_slash, roc_year
+from bsc_rules.calendar import from_us, last_allowed_day, roc_date, roc_year
 from bsc_rules.events import Rejection
 from bsc_rules.measures.report import Report
+from bsc_rules.notify.render import f_local_time
 from bsc_rules.privacy import mask_text, mask_value
 from bsc_rules.rules.ruleset import RuleSet
 
@@ -76,9 +77,9 @@ def table(
 
 
 def when(us: int) -> str:
-    """An instant as an ROC date and a Taipei time (``106/03/23 08:00``)."""
-    moment = from_us(us)
-    return f"{roc_slash(moment.date())} {moment:%H:%M}"
+    """An instant as an ROC date and a Taipei time (``106/03/23 08:00``), as tables in
+    the mail write it."""
+    return f_local_time(us, "slash")
 
 
 def fmt(value: Any, unit: str = "") -> str:
