@@ -1,7 +1,7 @@
-"""``bsc-rules test`` and ``bsc-rules whatif``: argument parsers and command bodies.
+"""``bsc-rules test`` and ``bsc-rules whatif``: the command bodies.
 
-The CLI registers the parsers (:func:`add_test_parser`, :func:`add_whatif_parser`) and
-dispatches to :func:`run_test` / :func:`run_whatif`; each returns the exit status.
+The CLI (cli/authoring_cmds.py) declares and checks the arguments and calls
+:func:`run_test` / :func:`run_whatif`; each returns the exit status.
 ``test`` exits 0 when every test passed, 1 when some failed, 2 for a bad test file.
 """
 
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree as ET
 
 from rich.console import Console
@@ -30,35 +28,8 @@ def _out(console: Console, text: str = "", style: str | None = None) -> None:
 # ------------------------------------------------------------------ test
 
 
-def add_test_parser(sub: Any) -> argparse.ArgumentParser:
-    cmd: argparse.ArgumentParser = sub.add_parser(
-        "test", help="run rule test files (rules/tests/*.test.yaml)"
-    )
-    cmd.add_argument(
-        "paths", nargs="*", type=Path, help="test files or folders (default: the rules' tests/)"
-    )
-    cmd.add_argument(
-        "--run", action="append", metavar="NAME", help="only tests whose name matches (regex)"
-    )
-    cmd.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
-    cmd.add_argument(
-        "--rules", type=Path, help="run against this rule folder instead of each file's own"
-    )
-    return cmd
-
-
-def _bad_arguments(command: str, text: str) -> int:
-    """Say what is wrong with the arguments (on standard error); exit status 2."""
-    errors = Console(stderr=True, soft_wrap=True)
-    errors.print(mask_text(f"bsc-rules {command}: 錯誤：{text}"), highlight=False, markup=False)
-    return 2
-
-
 def run_test(args: argparse.Namespace, console: Console) -> int:
-    try:
-        only = selector(args.run)
-    except re.error as exc:
-        return _bad_arguments("test", f"--run: not a valid regular expression: {exc}")
+    only = selector(args.run)  # the patterns were checked with the arguments
     paths = args.paths or [(args.rules or default_rules_dir()) / "tests"]
     suite = Runner(args.rules).run(paths, only)
     print_suite(suite, console)
@@ -135,33 +106,6 @@ def write_junit(suite: Suite, path: Path) -> None:
 # ------------------------------------------------------------------ whatif
 
 
-def add_whatif_parser(sub: Any) -> argparse.ArgumentParser:
-    from bsc_rules.calendar import parse_instant
-
-    def instant(text: str) -> Any:
-        try:
-            return parse_instant(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    cmd: argparse.ArgumentParser = sub.add_parser(
-        "whatif", help="replay events under two rule sets and compare"
-    )
-    cmd.add_argument("events", type=Path, help="CloudEvents JSON Lines file")
-    cmd.add_argument(
-        "--rules", type=Path, action="append", required=True, help="rule folder (give two: A, B)"
-    )
-    cmd.add_argument(
-        "--until", type=instant, help="RFC 3339 instant (default: last event's month end)"
-    )
-    cmd.add_argument("--format", choices=("table", "json", "html"), default="table")
-    cmd.add_argument("--out", type=Path, help="write the output to this file")
-    cmd.add_argument(
-        "--settings", type=Path, help="settings file (sender, tick); recipients: the office files"
-    )
-    return cmd
-
-
 def run_whatif(args: argparse.Namespace, console: Console) -> int:
     import orjson
 
@@ -170,9 +114,6 @@ def run_whatif(args: argparse.Namespace, console: Console) -> int:
     from bsc_rules.calendar import to_us
     from bsc_rules.privacy import mask_value
 
-    if len(args.rules) != 2:
-        count = len(args.rules)
-        return _bad_arguments("whatif", f"--rules: give two rule folders (A, B), got {count}")
     until = None if args.until is None else to_us(args.until)
     result = what_if(args.events, args.rules[0], args.rules[1], until, args.settings)
     if args.format == "table" and args.out is None:
