@@ -54,6 +54,20 @@ def _float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
+def history_of(kpi: Kpi, year: int) -> tuple[tuple[int, float | None], ...]:
+    """The final values of the three years before ``year`` (103–105 for 106) in the rule
+    file's history, ``None`` where unknown."""
+    return tuple((y, _float(kpi.spec.history.get(y))) for y in range(year - 3, year))
+
+
+def plans_of(kpi: Kpi, year: int, section_names: Mapping[str, str]) -> tuple[PlanLine, ...]:
+    """The rule file's action plans with their owner section and the year's budget."""
+    return tuple(
+        PlanLine(p.code, p.name, section_names[p.owner], p.budget.get(year))
+        for p in kpi.spec.action_plans
+    )
+
+
 class DigestBuilder:
     """Builds the digests of one month."""
 
@@ -106,15 +120,11 @@ class DigestBuilder:
         )
 
     def _history(self, kpi: Kpi) -> tuple[tuple[int, float | None], ...]:
-        """The final values of the three years before (103–105 for 106), ``None`` if unknown."""
-        return tuple((y, _float(kpi.spec.history.get(y))) for y in range(self.year - 3, self.year))
+        return history_of(kpi, self.year)
 
     def _plans(self, kpi: Kpi) -> tuple[PlanLine, ...]:
-        sections = self.rules.office.sections
-        return tuple(
-            PlanLine(p.code, p.name, sections[p.owner].name, p.budget.get(self.year))
-            for p in kpi.spec.action_plans
-        )
+        names: dict[str, str] = {code: s.name for code, s in self.rules.office.sections.items()}
+        return plans_of(kpi, self.year, names)
 
     def _sections_of(self, recipients: Sequence[str]) -> tuple[str, ...]:
         """The names of the sections (and the director) whose addresses a message went to."""

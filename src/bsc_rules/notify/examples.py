@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -16,6 +17,7 @@ import yaml
 
 from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.errors import UsageError
+from bsc_rules.notify.digest import history_of, plans_of
 from bsc_rules.notify.notices import (
     AlertNotice,
     CaseLine,
@@ -24,7 +26,6 @@ from bsc_rules.notify.notices import (
     KpiInfo,
     Mail,
     NoteLine,
-    PlanLine,
     SentLine,
     TrendPoint,
 )
@@ -36,7 +37,7 @@ from bsc_rules.notify.render import (
     render_alert,
     render_digest,
 )
-from bsc_rules.rules.ruleset import load_ruleset
+from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 
 
 def preview(kind: str, part: Literal["text", "html"]) -> str:
@@ -69,6 +70,12 @@ def example(kind: str, templates: Path | None = None) -> Mail:
 
 
 # --- example data --------------------------------------------------------------------
+
+
+@cache
+def _shipped_rules() -> RuleSet:
+    """The shipped rule set, loaded once: the examples' history, plans and KPI kinds."""
+    return load_ruleset()
 
 
 def _example_data() -> dict[str, Any]:
@@ -124,13 +131,9 @@ def _example_rows(data: dict[str, Any]) -> tuple[DigestRow, ...]:
         goal = _number(target)
         points = tuple(TrendPoint(m, _number(v), goal) for m, v in enumerate(trend, 1))
         values = (_number(month), _number(ytd), goal, status, _number(num), _number(den))
-        kpi = rules.kpis[kid].spec
-        years = range(spec["year"] - 3, spec["year"])
-        history = tuple((y, _number(kpi.history.get(y))) for y in years)
-        plans = tuple(
-            PlanLine(p.code, p.name, data["sections"][p.owner], p.budget.get(spec["year"]))
-            for p in kpi.action_plans
-        )
+        kpi = rules.kpis[kid]
+        history = history_of(kpi, spec["year"])
+        plans = plans_of(kpi, spec["year"], data["sections"])
         pace = _number(spec.get("pace", {}).get(kid))
         rows.append(
             DigestRow(kpis[kid], *values, points, pace, history, plans, tuple(notes.get(kid, ())))
