@@ -135,6 +135,12 @@ _RFC3339 = re.compile(
 )
 
 
+def days_late(due_us: int, day: date) -> int:
+    """Calendar dates from a due's last allowed day to ``day`` (Asia/Taipei): last allowed
+    day 106/03/22 → 1 day overdue on 106/03/23."""
+    return max(0, (day - last_allowed_day(due_us)).days)
+
+
 def parse_instant(text: str) -> datetime:
     """Parse an RFC 3339 instant with an explicit offset (``Z`` allowed)."""
     shape = _RFC3339.fullmatch(text)

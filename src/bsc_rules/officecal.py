@@ -100,6 +100,20 @@ class OfficeCalendar:
             day = self.next_working_day(day)
         return day
 
+    def working_days_between(self, after: date, through: date, cap: int) -> int:
+        """The working days ``d`` with ``after < d <= through``, counted up to ``cap``.
+
+        Last allowed day Wednesday 2017-03-22, through Monday 2017-03-27 → 3 (Thu, Fri,
+        Mon): the escalation count of the director's list.
+        """
+        count, day = 0, after
+        while count < cap:
+            day = self.next_working_day(day)
+            if day > through:
+                break
+            count += 1
+        return count
+
     def first_warned(self, last: date, n: int) -> date:
         """The earliest date ``d`` with ``last`` on or before the ``n``-th working day
         after ``d``: from ``d`` on, a case whose last allowed day is ``last`` is due soon.

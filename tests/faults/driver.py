@@ -43,7 +43,7 @@ PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 HOOKS: dict[str, tuple[str, str, str]] = {
     "ingest-commit": ("bsc_rules.store.sqlite", "SQLiteStore", "append_batch"),
     "enqueue": ("bsc_rules.notify.outbox", "Outbox", "enqueue"),
-    "evaluate-commit": ("bsc_rules.alerts.pipeline", "Pipeline", "evaluate"),
+    "morning-commit": ("bsc_rules.alerts.pipeline", "Pipeline", "morning"),
     "digest-build": ("bsc_rules.notify.digest", "DigestBuilder", "build"),
     "maildir-send": ("bsc_rules.notify.mailer", "MaildirMailer", "send"),
     "smtp-send": ("bsc_rules.notify.mailer", "SmtpMailer", "send"),

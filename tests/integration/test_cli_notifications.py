@@ -142,9 +142,8 @@ def test_outbox_retry_prints_what_it_requeued(replayed: tuple[Path, Path], tmp_p
 @pytest.mark.parametrize(
     ("kind", "part", "fragment"),
     [
-        ("overdue", "text", "【KPI警示】"),
-        ("due_soon", "text", "【KPI預警】"),
-        ("resolved", "text", "【已解除】"),
+        ("morning", "text", "【KPI警示】戶籍登記課每日提醒"),
+        ("director", "text", "【KPI警示】逾期案件陳核"),
         ("digest", "html", "<html"),
     ],
 )

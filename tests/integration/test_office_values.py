@@ -99,17 +99,23 @@ def test_recipients_secretary_and_escalation_come_from_the_office_file(tmp_path:
     )
     events = [event("birth_subsidy.applied", "2017-03-15T10:23:00+08:00", "BS1", {"amount": 1})]
     mail = run(tmp_path, rules, events, "2017-03-24T12:00:00+08:00")
-    overdue = [r for r in mail if r.message()["X-BSC-Kind"] == "overdue"]
-    assert [sent_at(r).strftime("%m-%d %H:%M") for r in overdue] == ["03-23 00:00", "03-24 00:00"]
-    first, escalated = overdue
-    assert set(first.rcpt_tos) == {REGISTRATION, DEPUTY}
-    assert set(escalated.rcpt_tos) == {REGISTRATION, DEPUTY, DIRECTOR, SECRETARY}
-    assert to_header(escalated) == [
-        ("戶籍登記課", REGISTRATION),
-        ("", DEPUTY),
-        ("主任", DIRECTOR),
-        ("秘書", SECRETARY),
-    ]
+    mornings = [
+        r for r in mail
+        if r.message()["X-BSC-Kind"] == "morning"
+        and "BS1（" in r.message().get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    ]  # fmt: skip
+    assert [sent_at(r).strftime("%m-%d %H:%M") for r in mornings] == [
+        "03-20 08:00", "03-21 08:00", "03-22 08:00", "03-23 08:00", "03-24 08:00",
+    ]  # fmt: skip
+    assert all(set(r.rcpt_tos) == {REGISTRATION, DEPUTY} for r in mornings)
+    lists = [r for r in mail if r.message()["X-BSC-Kind"] == "director"]
+    assert [sent_at(r).strftime("%m-%d") for r in lists] == ["03-23", "03-24"]  # from day 1
+    for r in lists:
+        assert set(r.rcpt_tos) == {REGISTRATION, DEPUTY, DIRECTOR, SECRETARY}
+        assert to_header(r) == [("主任", DIRECTOR), ("秘書", SECRETARY)]
+        cc = [(a.display_name, a.addr_spec) for a in r.message()["Cc"].addresses]
+        assert cc == [("戶籍登記課", REGISTRATION), ("", DEPUTY)]
+        assert "逾期滿1個工作日" in r.message().get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 def test_the_digest_goes_on_the_office_files_working_day_and_hour(tmp_path: Path) -> None:

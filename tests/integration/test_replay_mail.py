@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +14,6 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
 from email.utils import parsedate_to_datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.cli import main
 from bsc_rules.dev.simulate import simulate, write_jsonl
 from bsc_rules.notify.mailer import SmtpMailer
+from bsc_rules.officecal import OfficeCalendar
 from bsc_rules.privacy import find_ids
 from bsc_rules.scheduling.replay import replay
 from bsc_rules.scheduling.schedule import Schedule, run_tick
@@ -43,14 +43,7 @@ OWNER = {
     **dict.fromkeys(("AC1.1", "AC1.2", "AP1.1"), "records"),
     **dict.fromkeys(("TL1.1", "TF1.1"), "general_affairs"),
 }
-PREFIX = {
-    "due_soon": "【KPI預警】",
-    "at_risk": "【KPI預警】",
-    "overdue": "【KPI警示】",
-    "breached": "【KPI警示】",
-    "resolved": "【已解除】",
-    "digest": "【月報】",
-}
+PREFIXES = ("【KPI警示】", "【KPI預警】", "【已解除】")
 FOOTER = "內含公務資料，請勿轉寄"
 ROC_DATE = re.compile(r"1\d\d年\d{1,2}月\d{1,2}日")
 TRANSPORT = {"received", "x-peer", "x-mailfrom", "x-rcptto", "return-path", "delivered-to"}
@@ -95,14 +88,13 @@ class Delivered:
         return str(self.msg["X-BSC-Kind"])
 
     @property
-    def key(self) -> str:
-        return str(self.msg["X-BSC-Alert-Key"] or "")
+    def keys(self) -> list[str]:
+        """The alert keys of the rows that can be acknowledged, as the text part lists them."""
+        return re.findall(r"警示代碼：(\S+)", self.part("plain"))
 
     @property
-    def kpi(self) -> str:
-        """The KPI of an alert: ``case:BP1.1:…`` or ``kpi:2017:AP2.1`` → the id."""
-        kind, rest = self.key.split(":", 1)
-        return rest.split(":", 1)[0] if kind == "case" else rest.split(":", 1)[1]
+    def cc(self) -> set[str]:
+        return {a.addr_spec for a in self.msg["Cc"].addresses} if self.msg["Cc"] else set()
 
     @property
     def subject(self) -> str:
@@ -256,29 +248,94 @@ def test_year_summary_counts_what_the_server_received(smtp_year: YearReplay) -> 
     assert find_ids(smtp_year.output) == []
 
 
-def test_year_every_alert_goes_to_its_owner_section(smtp_year: YearReplay) -> None:
-    """Alerts go to the KPI's owner section (director only for breached/escalations/resolved)."""
-    alerts = [m for m in smtp_year.mail if m.kind != "digest"]
-    for m in alerts:
-        owner = ADDRESS[OWNER[m.kpi]]
-        assert m.to == set(m.rcpt), m.subject
-        assert owner in m.to, (m.subject, m.to)
-        assert m.to <= {owner, DIRECTOR}, (m.subject, m.to)
-        if m.kind == "breached":
-            assert DIRECTOR in m.to, m.subject
-        if m.kind in ("due_soon", "at_risk"):
-            assert m.to == {owner}, m.subject
-    sections = {OWNER[m.kpi] for m in alerts}
+def test_year_morning_mail_goes_to_its_section_and_the_list_to_the_director(
+    smtp_year: YearReplay,
+) -> None:
+    """A morning mail goes to one section; the director's list to the director with the
+    sections of its rows in Cc; each lists only its own KPIs' rows."""
+    mornings = [m for m in smtp_year.mail if m.kind == "morning"]
+    lists = [m for m in smtp_year.mail if m.kind == "director"]
+    assert mornings
+    assert lists
+    sections = set()
+    for m in mornings:
+        [section] = [s for s in SECTIONS if m.to == {ADDRESS[s]}]
+        sections.add(section)
+        assert m.cc == set()
+        for key in m.keys:
+            kpi = key.split(":")[1] if key.startswith("case:") else key.split(":")[2]
+            assert OWNER[kpi] == section, (m.subject, key)
     assert sections == {"registration", "records", "general_affairs"}, "the year is not vacuous"
-    assert {m.kind for m in alerts} >= {"due_soon", "overdue", "breached", "at_risk", "resolved"}
+    for m in lists:
+        assert m.to == {DIRECTOR}, m.subject
+        assert m.cc
+        assert m.cc <= {ADDRESS[s] for s in SECTIONS if s != "director"}
+        assert set(m.rcpt) == m.to | m.cc
 
 
-def test_year_subject_prefixes_by_kind(smtp_year: YearReplay) -> None:
-    """Every subject starts with the prefix of its kind (預警/警示/已解除/月報)."""
-    kinds = Counter(m.kind for m in smtp_year.mail)
-    assert set(kinds) <= set(PREFIX), kinds
+def test_year_subject_prefixes_by_severity(smtp_year: YearReplay) -> None:
+    """Every subject starts with the prefix of its most severe part (警示/預警/已解除) or
+    【月報】; a morning mail names its section and day."""
     for m in smtp_year.mail:
-        assert m.subject.startswith(PREFIX[m.kind]), (m.kind, m.subject)
+        if m.kind == "digest":
+            assert m.subject.startswith("【月報】"), m.subject
+            continue
+        assert m.subject.startswith(PREFIXES), m.subject
+        warning = "逾期" in m.subject.split("：", 1)[-1] or "KPI未達成" in m.subject
+        if m.subject.startswith("【已解除】"):
+            assert "即將到期" not in m.subject
+            assert not re.search(r"逾期\d", m.subject)
+        if m.kind == "morning":
+            assert re.search(r"課每日提醒（1\d\d年\d{1,2}月\d{1,2}日）：", m.subject), m.subject
+        if re.search(r"逾期\d+件", m.subject):
+            assert m.subject.startswith("【KPI警示】"), m.subject
+        del warning
+
+
+def test_year_no_address_gets_more_than_three_messages_a_day(smtp_year: YearReplay) -> None:
+    """The volume goal: no address receives more than 3 messages on a day (To and Cc, by
+    the Asia/Taipei date of Date:), the digest aside; one morning mail per section and one
+    director's list per day; nothing at night, at weekends or on days off."""
+    calendar = load_settings_rules_calendar()
+    per_day: Counter[tuple[str, object]] = Counter()
+    kinds: Counter[tuple[str, str, object]] = Counter()
+    for m in smtp_year.mail:
+        if m.kind == "digest":
+            continue
+        day = m.date.astimezone(TAIPEI).date()
+        assert (m.date.astimezone(TAIPEI).hour, m.date.minute) == (8, 0), m.subject
+        assert calendar.is_working_day(day), (m.subject, day)
+        for address in m.to | m.cc:
+            per_day[(address, day)] += 1
+        kinds[(m.kind, ",".join(sorted(m.to)), day)] += 1
+    assert max(per_day.values()) <= 3
+    assert max(kinds.values()) == 1
+    assert len({day for _, day in per_day}) > 150  # the year is not vacuous
+
+
+def test_year_every_row_shows_its_key_and_how_to_acknowledge(smtp_year: YearReplay) -> None:
+    """Each row that can be acknowledged shows its key and the ack command for that key,
+    in both parts; a replay renders no links."""
+    rows = 0
+    for m in smtp_year.mail:
+        if m.kind == "digest":
+            continue
+        text, html = m.part("plain"), m.part("html")
+        keys = m.keys
+        commands = re.findall(r"確認方式：bsc-rules ack (\S+) --by 姓名 --note 處理情形", text)
+        assert commands == keys, m.subject
+        for key in keys:
+            assert f"bsc-rules ack {key} --by" in html, (m.subject, key)
+        assert "/ack/" not in text + html
+        rows += len(keys)
+    assert rows > 500
+
+
+def load_settings_rules_calendar() -> OfficeCalendar:
+    """The office calendar of the shipped rules (holidays TW and closures)."""
+    from bsc_rules.rules.ruleset import load_ruleset
+
+    return load_ruleset().calendar
 
 
 def test_year_messages_are_multipart_with_roc_dates_and_the_footer(smtp_year: YearReplay) -> None:
@@ -364,48 +421,22 @@ def test_year_every_digest_is_a_briefing_book_under_the_clipping_size(
     assert "TL1.1.1" in december.part("plain")  # every KPI's action plans for the director
 
 
-def test_year_repeats_follow_their_interval(smtp_year: YearReplay) -> None:
-    """While an alert stays, overdue repeats every day and at_risk/breached every 7 days."""
-    by_key: dict[str, list[Delivered]] = defaultdict(list)
-    for m in smtp_year.mail:
-        if m.kind != "digest":
-            by_key[m.key].append(m)
-    interval = {"overdue": DAY, "at_risk": 7 * DAY, "breached": 7 * DAY}
-    checked: Counter[str] = Counter()
-    for key, mail in by_key.items():
-        for before, after in pairwise(mail):
-            if before.kind == after.kind and before.kind in interval:
-                gap = after.date - before.date
-                assert gap == interval[before.kind], (key, before.date, after.date)
-                checked[before.kind] += 1
-    assert checked["overdue"] > 10
-    assert checked["breached"] > 10
-
-
-def test_year_overdue_escalates_to_the_director_from_the_third_day(smtp_year: YearReplay) -> None:
-    """An overdue notice goes to the director iff the case is 3 or more days overdue."""
-    overdue = [m for m in smtp_year.mail if m.kind == "overdue"]
-    for m in overdue:
-        found = re.search(r"已逾期(\d+)日", m.subject)
-        days = int(found[1]) if found else 0
-        assert (DIRECTOR in m.to) == (days >= 3), (m.subject, m.to)
-    assert any(DIRECTOR in m.to for m in overdue)
-    assert any(DIRECTOR not in m.to for m in overdue)
-
-
-def test_year_resolved_goes_to_everyone_told(smtp_year: YearReplay) -> None:
-    """A resolved notice goes to the recipients told about the alert since it began."""
-    told: dict[str, set[str]] = defaultdict(set)
-    resolved = 0
-    for m in smtp_year.mail:
-        if m.kind == "digest":
-            continue
-        if m.kind == "resolved":
-            assert m.to == told.pop(m.key), (m.subject, m.to)
-            resolved += 1
-        else:
-            told[m.key] |= m.to
-    assert resolved > 0
+def test_year_director_list_starts_on_the_third_working_day_overdue(
+    smtp_year: YearReplay,
+) -> None:
+    """A case is on the director's list only once it is overdue for 3 working days
+    (counting the day of the list); before that it is in its section's morning mail."""
+    calendar = load_settings_rules_calendar()
+    due = re.compile(r"(\S+?)（\d+年\d+月\d+日受理，列入\d+年度\S+管考）依本所KPI管考作業應於"
+                     r"(\d+)年(\d+)月(\d+)日（含）前\S*?，尚未辦結")  # fmt: skip
+    listed = 0
+    for m in (m for m in smtp_year.mail if m.kind == "director"):
+        today = m.date.astimezone(TAIPEI).date()
+        for _, y, mo, d in due.findall(m.part("plain")):
+            last = datetime(int(y) + 1911, int(mo), int(d)).date()
+            assert calendar.working_days_between(last, today, 3) == 3, (m.subject, last)
+            listed += 1
+    assert listed > 5
 
 
 def test_two_replays_deliver_identical_bytes(smtp_year: YearReplay, maildir_year: Path) -> None:
@@ -424,51 +455,61 @@ def test_two_replays_deliver_identical_bytes(smtp_year: YearReplay, maildir_year
 # ------------------------------------------------------------------ hand-made scenarios
 
 
-def test_unpaid_subsidy_warns_escalates_and_resolves(tmp_path: Path, settings_file: Path) -> None:
-    """BP1.1 never paid: due soon, overdue at the due instant, daily, director from due+3d."""
+def rows_about(mail: list[Delivered], case: str) -> list[tuple[str, str, datetime, set[str]]]:
+    """(kind, the row's sentence, date, recipients) of every message that lists ``case``."""
+    found = []
+    for m in (m for m in mail if m.kind != "digest"):
+        for line in m.part("plain").splitlines():
+            if case in line and "警示代碼" not in line and "確認方式" not in line:
+                found.append((m.kind, line.strip(), m.date, m.to | m.cc))
+    return found
+
+
+def test_unpaid_subsidy_warns_escalates_and_closes(tmp_path: Path, settings_file: Path) -> None:
+    """BP1.1 paid late: listed due soon each morning from Mon 03-20 (its last allowed day
+    Wed 03-22 is the 2nd working day after), overdue from Thu 03-23, on the director's list
+    from Mon 03-27 (Thu, Fri, Mon), nothing at the weekend; paid Tue 03-28 15:30, the
+    closing is listed on Wed 03-29 to the section and on the director's list."""
     case = "BS1060315001"
     events = [
         event("birth_subsidy.applied", "2017-03-15T10:23:00+08:00", case, {"amount": 20000}),
-        event("birth_subsidy.paid", "2017-03-27T15:30:00+08:00", case),
+        event("birth_subsidy.paid", "2017-03-28T15:30:00+08:00", case),
     ]
-    mail = replay_events(
-        tmp_path,
-        settings_file,
-        events,
-        "2017-03-28T12:00:00+08:00",
-    )
-    mine = [m for m in mail if m.key == f"case:BP1.1:{case}"]
+    mail = replay_events(tmp_path, settings_file, events, "2017-03-30T12:00:00+08:00")
     owner = {ADDRESS["registration"]}
     both = owner | {DIRECTOR}
-    seen = [(m.kind, m.date, m.to) for m in mine]
-    due = at("2017-03-23 00:00")
-    assert seen[:6] == [
-        # last allowed day Wed 03-22, the 2nd working day after Mon 03-20 (kpis.md)
-        ("due_soon", at("2017-03-20 00:00"), owner),
-        ("overdue", due, owner),
-        ("overdue", due + DAY, owner),
-        ("overdue", due + 2 * DAY, owner),
-        ("overdue", due + 3 * DAY, both),
-        ("overdue", due + 4 * DAY, both),
-    ]
-    assert len(seen) == 7, seen
-    kind, sent, to = seen[6]
-    assert (kind, to) == ("resolved", both)
-    assert at("2017-03-27 15:30") < sent <= at("2017-03-27 16:30")
-    closing = mine[6].part("plain")  # the payment's own time, not the evaluation's
-    assert "已於106年3月27日15時30分辦結" in closing
-    assert "106年3月22日（含）前" in mine[0].subject + mine[0].part("plain")
-    for m in mine:
-        assert m.subject.startswith(PREFIX[m.kind]), m.subject
-        assert case in m.subject
-        assert ROC_DATE.search(m.part("plain"))
-        assert FOOTER in m.part("html")
+    rows = sorted(rows_about(mail, case), key=lambda r: (r[2], r[0] == "director"))
+    seen = [(kind, date, to) for kind, _, date, to in rows]
+    morning = [(d.date(), k) for k, d, _ in seen]
+    assert morning == [
+        (datetime(2017, 3, day).date(), kind)
+        for day, kind in [
+            (20, "morning"), (21, "morning"), (22, "morning"), (23, "morning"), (24, "morning"),
+            (27, "morning"), (27, "director"), (28, "morning"), (28, "director"),
+            (29, "morning"), (29, "director"),
+        ]
+    ]  # fmt: skip
+    assert all(d.hour == 8 and d.minute == 0 for _, d, _ in seen)
+    assert all(to == (owner if k == "morning" else both) for k, _, to in seen)
+    lines = [line for _, line, _, _ in rows]
+    assert "請於期限內辦結" in lines[0]
+    assert "106年3月22日（含）前完成撥款" in lines[0]
+    assert "已逾期1日" in lines[3]  # Thu 03-23: one calendar date after the last allowed day
+    assert "已逾期5日" in lines[5]  # Mon 03-27
+    assert "已於106年3月28日15時30分辦結（逾期辦結6日）" in lines[9]  # the payment's own time
+    [closing_list] = [m for m in mail if m.kind == "director" and m.date.day == 29]
+    assert closing_list.subject.startswith("【已解除】逾期案件陳核（106年3月29日，已辦結1件）")
+    first_list = next(m for m in mail if m.kind == "director" and case in m.part("plain"))
+    assert first_list.subject == "【KPI警示】逾期案件陳核（106年3月27日，逾期1件）"
+    assert first_list.cc == owner
+    assert f"case:BP1.1:{case}" in first_list.keys
 
 
-def test_breached_kpi_repeats_weekly_to_owner_and_director(
+def test_breached_kpi_is_told_once_to_owner_and_director(
     tmp_path: Path, settings_file: Path
 ) -> None:
-    """An AP2.1 staff error breaches the KPI: owner and director, again every 7 days."""
+    """An AP2.1 staff error breaches the KPI: listed at the next morning mail to the
+    section and on the director's list, and not repeated (the digest carries it)."""
     events = [
         event("registration.completed", "2017-04-10T10:00:00+08:00", "RG1060410001",
               {"kind": "birth"}),
@@ -478,15 +519,18 @@ def test_breached_kpi_repeats_weekly_to_owner_and_director(
               {"cause": "staff"}),
     ]  # fmt: skip
     mail = replay_events(tmp_path, settings_file, events, "2017-05-04T00:00:00+08:00")
-    mine = [m for m in mail if m.key == "kpi:2017:AP2.1"]
-    assert [m.kind for m in mine] == ["breached"] * 4, [(m.kind, m.date) for m in mine]
-    first = mine[0].date
-    assert at("2017-04-12 14:20") < first <= at("2017-04-12 15:20")
-    assert [m.date for m in mine] == [first + n * 7 * DAY for n in range(4)]
+    mine = [m for m in mail if "kpi:2017:AP2.1" in m.keys]
+    assert [(m.kind, m.date) for m in mine] == [
+        ("morning", at("2017-04-13 08:00")),
+        ("director", at("2017-04-13 08:00")),
+    ]
+    assert mine[0].to == {ADDRESS["registration"]}
+    assert mine[1].to == {DIRECTOR}
+    assert mine[1].cc == {ADDRESS["registration"]}
+    assert mine[1].subject == "【KPI警示】逾期案件陳核（106年4月13日，KPI未達成1項）"
     for m in mine:
-        assert m.to == set(m.rcpt) == {ADDRESS["registration"], DIRECTOR}
-        assert m.subject.startswith("【KPI警示】AP2.1"), m.subject
-    assert all(m.kind != "resolved" for m in mail if "AP2.1" in m.key)
+        assert "AP2.1「戶籍登記案件正確率」" in m.part("plain")
+        assert "未達年度目標值（≥100%）" in m.part("plain")
 
 
 def test_personal_data_never_leaves_unmasked(
@@ -520,16 +564,17 @@ def test_personal_data_never_leaves_unmasked(
     assert NATIONAL_ID not in printed
     assert RESIDENT_ID not in printed
     kinds = Counter(m.kind for m in mail)
-    assert kinds["overdue"] > 0, kinds
+    assert kinds["morning"] > 0, kinds
+    assert kinds["director"] > 0, kinds
     assert kinds["digest"] == 4, kinds
     for m in mail:
         for text in everything_readable(m):
             assert find_ids(text) == [], (m.subject, find_ids(text))
             assert NATIONAL_ID not in text, m.subject
             assert RESIDENT_ID not in text, m.subject
-    subjects = " ".join(m.subject for m in mail)
+    texts = " ".join(m.part("plain") for m in mail)
     for masked in ("A12345****", "AA0000****"):
-        assert masked in subjects
+        assert masked in texts
         director_digest = next(m for m in mail if m.kind == "digest" and m.to == {DIRECTOR})
         assert masked in director_digest.part("plain")
         assert masked in director_digest.part("html")
@@ -600,8 +645,8 @@ def test_event_values_are_escaped_and_add_no_header(tmp_path: Path, settings_fil
         event("birth_subsidy.applied", "2017-03-15T10:23:00+08:00", case, {"amount": 20000}),
     ]
     mail = replay_events(tmp_path, settings_file, events, "2017-03-24T12:00:00+08:00")
-    mine = [m for m in mail if m.key.startswith("case:BP1.1:")]
-    assert [m.kind for m in mine] == ["due_soon", "overdue", "overdue"]
+    mine = [m for m in mail if any(k.startswith("case:BP1.1:") for k in m.keys)]
+    assert [m.date.day for m in mine] == [20, 21, 22, 23, 24]
     for m in mail:
         assert m.msg["Bcc"] is None
         assert "evil@example.org" not in m.rcpt
@@ -634,7 +679,7 @@ def test_after_an_outage_retry_then_replay_again_delivers_what_was_queued(
         earlier = len(delivered(server))  # the other sections' mail went through
         assert all(ADDRESS["registration"] not in m.to for m in delivered(server))
         parked = int(re.search(r"無法投遞 (\d+) 封", first.getvalue()).group(1))  # type: ignore[union-attr]
-        assert parked >= 2  # the due-soon and the overdue notices
+        assert parked >= 2  # the morning mails of 03-20 to 03-24
         server.behaviour.refuse.clear()
         retried = io.StringIO()
         outbox = ["outbox", "--retry", "--db", str(db), "--settings", str(settings_file)]
@@ -645,34 +690,28 @@ def test_after_an_outage_retry_then_replay_again_delivers_what_was_queued(
         assert "待寄 0 封" in again.getvalue()
         mail = delivered(server)[earlier:]
     assert len(mail) == parked
-    assert all(ADDRESS["registration"] in m.to for m in mail)
+    assert all(ADDRESS["registration"] in m.to | m.cc for m in mail)
     assert len({m.message_id for m in mail}) == parked
-    assert any(case in m.subject for m in mail)
+    assert any(case in m.part("plain") for m in mail)
     assert all(m.date < at("2017-03-25 00:00") for m in mail)  # simulated, not the wall clock
 
 
 def test_a_case_carried_into_the_new_year_is_shown_in_its_own_year(
     tmp_path: Path, settings_file: Path
 ) -> None:
-    """Applied 106/12/27 and never paid: its overdue notices in 107 speak of 106's scorecard
-    and 106's BP1.1 figure, not 「依本所107年度策略地圖」 with 「無資料」."""
+    """Applied 106/12/27 and never paid in 106: its rows in 107's morning mails speak of
+    106's scorecard (「列入106年度BP1.1管考」), not 107's; its closing too."""
     case = "BS1061227001"
     events = [
         event("birth_subsidy.applied", "2017-12-27T10:00:00+08:00", case, {"amount": 20000}),
-        event("birth_subsidy.applied", "2017-12-01T10:00:00+08:00", "BS1061201", {"amount": 1}),
-        event("birth_subsidy.paid", "2017-12-05T10:00:00+08:00", "BS1061201"),
         event("birth_subsidy.paid", "2018-01-12T10:00:00+08:00", case),
     ]
-    mail = replay_events(tmp_path, settings_file, events, "2018-01-12T12:00:00+08:00")
-    [closing] = [m for m in mail if m.key == f"case:BP1.1:{case}" and m.kind == "resolved"]
-    assert "依本所106年度策略地圖" in closing.part("plain")  # closed in 107, still 106's case
-    assert "已於107年1月12日10時辦結" in closing.part("plain")
-    late = [m for m in mail if m.key == f"case:BP1.1:{case}" and m.kind == "overdue"]
+    mail = replay_events(tmp_path, settings_file, events, "2018-01-15T12:00:00+08:00")
+    rows = rows_about(mail, case)
+    late = [line for kind, line, date, _ in rows if date.year == 2018 and "已逾期" in line]
     assert late
-    assert all(m.date.year == 2018 for m in late)
-    for m in late:
-        text = m.part("plain")
-        assert "依本所106年度策略地圖" in text
-        assert "107年度" not in text
-        assert "無資料" not in text
-        assert "50%" in text  # 106's BP1.1: one of the two applications overdue
+    for line in [line for _, line, _, _ in rows]:
+        assert "列入106年度BP1.1管考" in line
+        assert "107年度" not in line
+    [closing] = [line for _, line, _, _ in rows if "已於" in line][:1]
+    assert "已於107年1月12日10時辦結" in closing

@@ -49,7 +49,7 @@ def test_the_shipped_office_file_holds_datongs_values() -> None:
     assert office.recipients.secretary == []
     alerts = office.alerts
     assert (alerts.warning_window_days, alerts.escalation_days, alerts.kpi_repeat_days) == (2, 3, 7)
-    assert alerts.policy().escalation_delay == 3 * US_PER_DAY
+    assert alerts.policy().escalation_days == 3
     assert alerts.policy().kpi_repeat == 7 * US_PER_DAY
     assert office.lists.hour == 8
     assert (office.digest.working_day, office.digest.hour) == (1, 8)

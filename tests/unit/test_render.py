@@ -22,10 +22,13 @@ from bsc_rules.notify import render
 from bsc_rules.notify.charts import trend_png, value_range
 from bsc_rules.notify.examples import example, example_digest, preview
 from bsc_rules.notify.notices import (
-    AlertNotice,
+    AckLine,
     CaseLine,
+    CaseRow,
+    DailyList,
     DigestData,
     KpiInfo,
+    KpiRow,
     Mail,
     SentLine,
     TrendPoint,
@@ -34,22 +37,15 @@ from bsc_rules.notify.notices import (
 from bsc_rules.notify.render import (
     KINDS,
     RenderError,
-    render_alert,
     render_digest,
+    render_list,
     strategy_map,
     to_bytes,
 )
 from bsc_rules.privacy import find_ids
 from bsc_rules.rules.ruleset import load_ruleset
 
-PREFIXES = {
-    "due_soon": "【KPI預警】",
-    "at_risk": "【KPI預警】",
-    "overdue": "【KPI警示】",
-    "breached": "【KPI警示】",
-    "resolved": "【已解除】",
-    "digest": "【月報】",
-}
+PREFIXES = {"morning": "【KPI警示】", "director": "【KPI警示】", "digest": "【月報】"}
 FOOTER = "內含公務資料，請勿轉寄"
 BP = KpiInfo(
     "BP1.1", "生育獎勵金逾期核發案件比例", "BP1", "打造「樂婚、願生、能養」幸福臺北",
@@ -63,39 +59,74 @@ def at(text: str) -> int:
     return to_us(datetime.fromisoformat(text).replace(tzinfo=TAIPEI))
 
 
-TF_AT_RISK = AlertNotice("at_risk", "kpi:TF1.1", TF, at("2017-05-10T08:00"), 310, 1250, "at_risk")
+DUE = at("2017-03-23T00:00")  # last allowed day 2017-03-22
 
 
-def case_notice(kind: str = "due_soon", subject: str = "BS1060315001", **kw: object) -> AlertNotice:
-    """A BP1.1 case alert: applied 2017-03-15, due 2017-03-23T00:00 (last day 03-22)."""
+def case_row(state: str = "due_soon", subject: str = "BS1060315001", **kw: object) -> CaseRow:
+    """A BP1.1 case row: applied 2017-03-15, due 2017-03-23T00:00 (last day 03-22)."""
     fields: dict[str, object] = {
-        "kind": kind,
-        "alert_key": f"case:BP1.1:{subject}",
+        "key": f"case:BP1.1:{subject}",
         "kpi": BP,
-        "as_of": at("2017-03-21T00:00"),
-        "value": 0.0,
-        "target": 0.0,
-        "status": "met",
         "subject": subject,
+        "state": state,
+        "due": DUE,
         "opened": at("2017-03-15T09:30"),
-        "due": at("2017-03-23T00:00"),
+        "year": 2017,
     }
     fields.update(kw)
-    return AlertNotice(**fields)  # type: ignore[arg-type]
+    return CaseRow(**fields)  # type: ignore[arg-type]
 
 
-def alert(notice: AlertNotice, templates: Path | None = None, **kw: object) -> Mail:
-    """Render ``notice`` with a fixed envelope."""
-    envelope: dict[str, object] = {
+def kpi_row(kpi: KpiInfo = TF, change: str = "began", **kw: object) -> KpiRow:
+    """A KPI alert row: TF1.1 at risk, 310 of 1,250 pages."""
+    fields: dict[str, object] = {
+        "key": f"kpi:2017:{kpi.id}",
+        "kpi": kpi,
+        "change": change,
+        "state": "at_risk",
+        "status": "at_risk",
+        "year": 2017,
+        "value": 310.0,
+        "target": 1250.0,
+    }
+    fields.update(kw)
+    return KpiRow(**fields)  # type: ignore[arg-type]
+
+
+def daily(
+    *rows: CaseRow | KpiRow, kind: str = "morning", when: str = "2017-03-21T08:00", **kw: object
+) -> DailyList:
+    """A morning mail (or director's list) listing ``rows`` in their parts."""
+    cases = [r for r in rows if isinstance(r, CaseRow)]
+    audience = "director" if kind == "director" else "registration"
+    fields: dict[str, object] = {
+        "kind": kind,
         "office_name": "臺北市大同區戶政事務所",
+        "office_code": "datong",
+        "audience": audience,
+        "audience_name": "主任" if kind == "director" else "戶籍登記課",
+        "date": at(when),
+        "overdue": tuple(r for r in cases if r.closed is None and r.state == "overdue"),
+        "due_soon": tuple(r for r in cases if r.closed is None and r.state == "due_soon"),
+        "closed": tuple(r for r in cases if r.closed is not None),
+        "kpis": tuple(r for r in rows if isinstance(r, KpiRow)),
+        "reply_by": date(2017, 3, 22),
+    }
+    fields.update(kw)
+    return DailyList(**fields)  # type: ignore[arg-type]
+
+
+def alert(data: DailyList, templates: Path | None = None, **kw: object) -> Mail:
+    """Render ``data`` with a fixed envelope."""
+    envelope: dict[str, object] = {
         "sender": "KPI <bsc@dthr.example>",
         "to": ("戶籍登記課 <registration@dthr.example>",),
         "message_id": "<m1@dthr.example>",
-        "date": notice.as_of,
+        "date": data.date,
         "templates": templates,
     }
     envelope.update(kw)
-    return render_alert(notice, **envelope)  # type: ignore[arg-type]
+    return render_list(data, **envelope)  # type: ignore[arg-type]
 
 
 def parts(mail: Mail) -> dict[str, str]:
@@ -110,7 +141,7 @@ def parts(mail: Mail) -> dict[str, str]:
         "text": mail.text,
         "html": mail.html,
         "bytes": to_bytes(mail).decode("ascii"),
-        "decoded": str(parsed["Subject"]) + str(parsed["X-BSC-Alert-Key"]) + decoded,
+        "decoded": str(parsed["Subject"]) + decoded,
     }
 
 
@@ -134,7 +165,7 @@ def test_every_kind_renders_both_parts(kind: str) -> None:
     for body in (mail.text, mail.html):
         assert FOOTER in body
         assert "106年" in body
-        assert "2017" not in body
+        assert "2017" not in re.sub(r"kpi:\d{4}:", "", body)  # ROC years, keys aside
     assert "主旨：" in mail.text
     assert "說明：" in mail.text
     assert "一、" in mail.text
@@ -152,64 +183,74 @@ def test_example_is_repeatable(kind: str) -> None:
 
 def test_unknown_kind_is_refused() -> None:
     """An unknown kind names the valid ones."""
-    with pytest.raises(UsageError, match="due_soon"):
+    with pytest.raises(UsageError, match="morning"):
         example("reminder")
 
 
+OVERDUE = case_row("overdue", days_overdue=1, working_days=1)
+CLOSED = case_row(
+    "overdue", closed=at("2017-03-24T10:00"), days_overdue=2,
+    ack=AckLine("林科員", at("2017-03-23T09:00"), "帳戶待補正"),
+)  # fmt: skip
+BREACHED = kpi_row(BP, state="breached", status="breached", value=0.31, target=0.0)
+
+
 @pytest.mark.parametrize(
-    ("notice", "prefix", "words"),
+    ("data", "prefix", "words"),
     [
-        (case_notice("due_soon"), "【KPI預警】", ["請儘速辦理", "106年3月22日（含）前"]),
+        (daily(case_row()), "【KPI預警】", ["即將到期1件", "106年3月22日（含）前", "完成撥款"]),
         (
-            case_notice("overdue", as_of=at("2017-03-24T00:00"), status="breached", value=0.3),
+            daily(OVERDUE, case_row(subject="BS1060316002"), when="2017-03-23T08:00"),
             "【KPI警示】",
-            ["已逾期1日", "完成生育獎勵金撥款", "於系統確認本警示", "bsc-rules ack case:BP1.1"],
+            ["逾期1件、即將到期1件", "已逾期1日", "bsc-rules ack case:BP1.1:BS1060315001"],
         ),
+        (daily(CLOSED), "【已解除】", ["已於106年3月24日10時辦結", "逾期辦結2日", "林科員"]),
+        (daily(kpi_row()), "【KPI預警】", ["310頁", "1,250頁", "推動以系統調查取代紙本問卷"]),
+        (daily(BREACHED), "【KPI警示】", ["0.31%", "≤0%", "未達年度目標值", "kpi:2017:BP1.1"]),
         (
-            case_notice("overdue", as_of=at("2017-03-26T00:00"), escalated=True, repeat=3),
-            "【KPI警示】（陳報主任）",
-            ["已逾期3日", "陳報主任核閱", "第4次通知"],
-        ),
-        (
-            case_notice("resolved", as_of=at("2017-03-24T10:00"), resolved_from="overdue"),
+            daily(kpi_row(change="ended", value=520.0, status="on_track")),
             "【已解除】",
-            ["逾期警示解除", "已於106年3月24日10時辦結"],
+            ["已回復進度正常", "落後預警解除", "無須確認"],
         ),
         (
-            TF_AT_RISK,
-            "【KPI預警】",
-            ["310頁", "≥1,250頁", "落後", "推動以系統調查取代紙本問卷"],
-        ),
-        (
-            AlertNotice("breached", "kpi:BP1.1", BP, at("2017-04-20T00:00"), 0.31, 0, "breached"),
-            "【KPI警示】",
-            ["0.31%", "≤0%", "未達成", "簽陳主任核閱"],
-        ),
-        (
-            replace(
-                TF_AT_RISK, kind="resolved", value=520, status="on_track", resolved_from="at_risk"
-            ),
+            daily(kpi_row(BP, "year_end", state="breached", status="breached", value=0.31)),
             "【已解除】",
-            ["已回復「進度正常」", "落後預警解除"],
+            ["106年度結束，本項警示結案"],
+        ),
+        (
+            daily(replace(OVERDUE, working_days=3), BREACHED, kind="director",
+                  cc_names=("戶籍登記課",)),
+            "【KPI警示】逾期案件陳核（106年3月21日，逾期1件、KPI未達成1項）",
+            ["副本：戶籍登記課", "陳報主任", "生育獎勵金申請案"],
         ),
     ],
-    ids=[
-        "due_soon",
-        "overdue",
-        "escalated",
-        "resolved-case",
-        "at_risk",
-        "breached",
-        "resolved-kpi",
-    ],
-)
-def test_alert_wording(notice: AlertNotice, prefix: str, words: list[str]) -> None:
-    """Prefix, KPI id and name, objective, value, target, request and footer in both parts."""
-    mail = alert(notice)
+    ids=["due_soon", "overdue", "closed", "at_risk", "breached", "ended", "year_end", "director"],
+)  # fmt: skip
+def test_list_wording(data: DailyList, prefix: str, words: list[str]) -> None:
+    """Prefix, the rows' KPI, what is due, the key and how to acknowledge, the footer."""
+    mail = alert(data)
     assert mail.subject.startswith(prefix)
     for body in (mail.text, mail.html):
-        for word in [notice.kpi.id, notice.kpi.name, notice.kpi.objective_code, FOOTER, *words]:
+        for word in [FOOTER, "主旨：", "說明：", *words]:
             assert word in body, word
+
+
+def test_every_open_row_shows_its_key_and_how_to_acknowledge() -> None:
+    """Each row that can be acknowledged carries its key, the ack command and the link
+    where one is given; closed and ended rows carry neither."""
+    link = "https://kpi.datong.example/ack/t0k3n"
+    data = daily(
+        replace(OVERDUE, ack_url=link), case_row(subject="BS1060316002"), CLOSED,
+        kpi_row(), kpi_row(BP, "ended", status="met"),
+    )  # fmt: skip
+    mail = alert(data)
+    for body in (mail.text, mail.html):
+        for key in ("case:BP1.1:BS1060315001", "case:BP1.1:BS1060316002", "kpi:2017:TF1.1"):
+            assert f"bsc-rules ack {key} --by 姓名" in body
+        assert "bsc-rules ack case:BP1.1:BS1060315001 --by" in body
+        assert body.count("bsc-rules ack") == 3
+        assert link in body
+    assert body.count("確認方式：") >= 3
 
 
 @pytest.mark.parametrize(
@@ -235,17 +276,16 @@ def test_a_value_is_never_rounded_onto_its_target(
     if value is None:
         return
     status = "met" if shown in ("100%", "0%", "85.01%") else "breached"
-    when = at("2017-04-20T00:00")
-    notice = AlertNotice("breached", "kpi:BP1.1", kpi, when, value, target, status)
-    mail = alert(notice)
+    row = kpi_row(kpi, state="breached", status=status, value=value, target=target)
+    mail = alert(daily(row))
     for body in (mail.text, mail.html):
         assert shown in body
 
 
 def test_deadline_is_the_last_allowed_day() -> None:
     """Due 2017-03-23T00:00+08:00 shows as 106年3月22日（含）前, never as the 23rd."""
-    mail = alert(case_notice("due_soon"))
-    for body in (mail.subject, mail.text, mail.html):
+    mail = alert(daily(case_row()))
+    for body in (mail.text, mail.html):
         assert "106年3月22日（含）前" in body
         assert "3月23日" not in body
 
@@ -373,18 +413,14 @@ def test_strategy_map_layout() -> None:
 
 def test_ids_are_masked_everywhere() -> None:
     """A123456789 / AA00000009 planted in event fields appear only masked, in every part."""
-    notice = case_notice(
-        "resolved",
-        subject="A123456789",
-        resolved_from="overdue",
-        acknowledged_note="申請人AA00000009已撥款",
-    )
-    mail = alert(notice, message_id="<resolved.A123456789@dthr.example>")
+    row = replace(CLOSED, key="case:BP1.1:A123456789", subject="A123456789",
+                  ack=AckLine("王A123456788", None, "申請人AA00000009已撥款"))  # fmt: skip
+    mail = alert(daily(row, OVERDUE), message_id="<resolved.A123456789@dthr.example>")
     for name, body in parts(mail).items():
         assert find_ids(body) == [], name
         assert "A123456789" not in body
         assert "AA00000009" not in body
-    assert "A12345****" in mail.subject
+    assert "A12345****" in mail.text
     assert "AA0000****" in mail.text
     assert "AA0000****" in mail.html
 
@@ -410,20 +446,17 @@ def test_digest_masks_ids() -> None:
 
 def test_html_escapes_event_values() -> None:
     """A case id with markup is escaped in the HTML part and kept literal in the text."""
-    mail = alert(case_notice(subject="<script>alert(1)</script>"))
+    mail = alert(daily(case_row(subject="<script>alert(1)</script>")))
     assert "<script" not in mail.html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail.html
     assert "<script>alert(1)</script>" in mail.text
 
 
-@pytest.mark.parametrize(
-    "field",
-    ["subject", "alert_key"],
-)
+@pytest.mark.parametrize("field", ["subject", "key"])
 def test_event_values_cannot_add_headers(field: str) -> None:
     """CR/LF in a case id or alert key never reaches a header: no Bcc is added."""
-    notice = replace(case_notice(), **{field: "BS1\r\nBcc: x@y.example\nX-Evil: 1"})
-    raw = to_bytes(alert(notice))
+    row = replace(case_row(), **{field: "BS1\r\nBcc: x@y.example\nX-Evil: 1"})
+    raw = to_bytes(alert(daily(row)))
     parsed = message_from_bytes(raw, policy=default)
     assert parsed["Bcc"] is None
     assert parsed["X-Evil"] is None
@@ -452,7 +485,7 @@ def test_mail_fields_cannot_add_headers() -> None:
 @pytest.mark.parametrize("name", ["X-Bad: y", "X-Bad\r\nBcc", "Subject", "Bad Name", ""])
 def test_bad_header_names_are_refused(name: str) -> None:
     """An extra header's name must be a plain field name other than the core ones."""
-    mail = replace(example("at_risk"), headers=((name, "v"),))
+    mail = replace(example("morning"), headers=((name, "v"),))
     with pytest.raises(UsageError, match="header name"):
         to_bytes(mail)
 
@@ -462,11 +495,11 @@ def test_bad_header_names_are_refused(name: str) -> None:
 
 def test_missing_variable_names_the_template(templates: Path) -> None:
     """StrictUndefined: a variable the template was not given fails, naming file and line."""
-    path = templates / "at_risk.txt.j2"
-    source = path.read_text(encoding="utf-8").replace("前於系統確認", "前{{ no_such_value }}")
+    path = templates / "morning.txt.j2"
+    source = path.read_text(encoding="utf-8").replace("受文者：", "{{ no_such_value }}")
     path.write_text(source, encoding="utf-8")
-    with pytest.raises(RenderError, match=r"at_risk\.txt\.j2.*line \d+.*no_such_value"):
-        alert(TF_AT_RISK, templates=templates)
+    with pytest.raises(RenderError, match=r"morning\.txt\.j2.*line \d+.*no_such_value"):
+        alert(daily(kpi_row()), templates=templates)
 
 
 @pytest.mark.parametrize(
@@ -476,29 +509,29 @@ def test_missing_variable_names_the_template(templates: Path) -> None:
 def test_templates_come_only_from_the_folder(templates: Path, include: str) -> None:
     """An include that leaves the templates folder is not found."""
     (templates.parent / "outside.j2").write_text("SECRET", encoding="utf-8")
-    (templates / "due_soon.txt.j2").write_text(f"{{% include '{include}' %}}", encoding="utf-8")
+    (templates / "morning.txt.j2").write_text(f"{{% include '{include}' %}}", encoding="utf-8")
     with pytest.raises(RenderError, match="not found in the notification templates folder"):
-        alert(case_notice(), templates=templates)
+        alert(daily(case_row()), templates=templates)
 
 
 def test_templates_are_sandboxed(templates: Path) -> None:
     """A template cannot reach Python internals."""
-    (templates / "due_soon.txt.j2").write_text("{{ kpi.__class__.__mro__ }}", encoding="utf-8")
+    (templates / "morning.txt.j2").write_text("{{ data.__class__.__mro__ }}", encoding="utf-8")
     with pytest.raises(RenderError, match="unsafe"):
-        alert(case_notice(), templates=templates)
+        alert(daily(case_row()), templates=templates)
 
 
 def test_an_edited_template_is_used(templates: Path) -> None:
     """The office edits a template; the next mail uses it."""
     path = templates / "subjects.txt.j2"
-    path.write_text(path.read_text(encoding="utf-8").replace("請儘速辦理", "請速辦"), "utf-8")
-    assert alert(case_notice(), templates=templates).subject.endswith("請速辦")
+    path.write_text(path.read_text(encoding="utf-8").replace("每日提醒", "今日待辦"), "utf-8")
+    assert "戶籍登記課今日待辦" in alert(daily(case_row()), templates=templates).subject
 
 
 def test_missing_folder_is_reported(tmp_path: Path) -> None:
     """A templates folder that does not exist is a clear error."""
     with pytest.raises(RenderError, match="templates folder"):
-        alert(case_notice(), templates=tmp_path / "nowhere")
+        alert(daily(case_row()), templates=tmp_path / "nowhere")
 
 
 # --- RFC 5322 -------------------------------------------------------------------------
@@ -530,14 +563,16 @@ def test_digest_bytes_parse_back() -> None:
     assert text.get_content().replace("\r\n", "\n") == mail.text
 
 
-def test_alert_bytes_parse_back() -> None:
-    """An alert without images: text/plain and text/html directly under alternative."""
-    mail = example("overdue")
+def test_list_bytes_parse_back() -> None:
+    """A director's list without images: text/plain and text/html directly under
+    alternative; the sections in Cc."""
+    mail = example("director")
     raw = to_bytes(mail)
     parsed = BytesParser(policy=default).parsebytes(raw)
     assert isinstance(parsed, EmailMessage)
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
-    assert str(parsed["To"]) == "戶籍登記課 <registration@dthr.example>"
+    assert str(parsed["To"]) == "主任 <director@dthr.example>"
+    assert str(parsed["Cc"]) == "戶籍登記課 <registration@dthr.example>"
     assert b"=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0]  # encoded words in the headers
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
 
@@ -557,7 +592,7 @@ def test_preview_inlines_images() -> None:
     html = preview("digest", "html")
     assert "cid:" not in html
     assert html.count("data:image/png;base64,") == 10
-    assert preview("due_soon", "text").startswith("臺北市大同區戶政事務所")
+    assert preview("morning", "text").startswith("臺北市大同區戶政事務所")
 
 
 # --- filters and charts ---------------------------------------------------------------
@@ -686,12 +721,10 @@ def test_seed_names_with_short_labels() -> None:
     tf = kpi_info(rules, rules.kpis["TF1.1"])
     assert tf.name == "內外部顧客問卷滿意度問卷抽樣與調查減少紙本頁數"
     assert kpi_info(rules, rules.kpis["BP1.1"]).label == "生育獎勵金逾期核發案件比例"
-    notice = AlertNotice("at_risk", "kpi:TL1.1", tl, at("2017-06-01T08:00"), 40.0, 100.0, "at_risk")
-    mail = alert(notice)
-    assert "TL1.1教育訓練參與率" in mail.subject
-    assert tl.name not in mail.subject
+    mail = alert(daily(kpi_row(tl, value=40.0, target=100.0)))
     for body in (mail.text, mail.html):
-        assert f"「{tl.name}」（簡稱「教育訓練參與率」）" in body
+        assert "TL1.1" in body
+        assert "「教育訓練參與率」" in body
 
 
 def test_digest_month_is_the_month_own_change_and_pace_is_shown_when_met() -> None:
@@ -727,12 +760,11 @@ def test_at_risk_says_what_kind_of_behind() -> None:
     """A rate KPI at risk is below its target (「低於年度目標值80%」, not 「進度落後」); a
     progress KPI says what was expected by now, the pace line; both ask for a concrete date."""
     cp = replace(BP, id="CP1.1", name="跨機關通報比率", direction="higher", kind="rate")
-    rate = alert(replace(TF_AT_RISK, kpi=cp, value=79.5, target=80.0))
-    assert "低於年度目標值80%" in rate.subject
+    rate = alert(daily(kpi_row(cp, value=79.5, target=80.0)))
+    assert "低於年度目標值80%" in rate.text
     assert "進度落後" not in rate.subject + rate.text
-    tf = replace(TF_AT_RISK, kpi=replace(TF_AT_RISK.kpi, kind="progress"), pace=520.1)
-    progress = alert(tf)
-    assert "低於應達進度520.1頁（年度目標值≥1,250頁）" in progress.subject
+    tf = replace(TF, kind="progress")
+    progress = alert(daily(kpi_row(tf, pace=520.1)))
     for body in (progress.text, progress.html):
-        assert "截至同日應達520.1頁" in body
-        assert "106年5月17日前" in body  # a week after 106/05/10, as a date
+        assert "低於依進度應達之520.1頁（年度目標值≥1,250頁）" in body
+        assert "106年3月22日前" in body  # the next working day, as a date

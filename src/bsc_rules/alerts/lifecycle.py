@@ -1,24 +1,24 @@
-"""Alerts: the lifecycle of every case and KPI alert, as pure functions of (state, now).
+"""Alerts: what each alert does at a mail instant, as pure functions (spec/notifications.md).
 
-An alert is keyed ``case:<kpi>:<subject>`` or ``kpi:<kpi>``. At each evaluation the
+An alert is keyed ``case:<kpi>:<subject>`` or ``kpi:<year>:<kpi>``. Alert states are
+decided at the mail instants only (the morning mail of each working day): there the
 pipeline observes, per key, a state (``due_soon``, ``overdue``, ``at_risk``,
-``breached``) or nothing, and :func:`step` decides the new record and the notifications
-due, following spec/notifications.md:
+``breached``) or nothing, and :func:`decide` returns the new record and what the mails
+say about it (a :class:`Mention`):
 
-* case ``due_soon``: once, to the owner section;
-* case ``overdue``: at the due instant and every repeat interval while open; from the
-  escalation delay on, the director is told too;
-* KPI ``at_risk``: owner; KPI ``breached``: owner and director; both repeat every
-  ``kpi_repeat`` while they stay;
-* resolved: when an overdue case closes or a KPI returns to ``met``/``on_track``, to the
-  recipients that were told; a case that was only due soon ends silently;
-* acknowledged alerts stop repeating and escalating; the resolved notice still goes.
+* a case ``due_soon`` or ``overdue``: listed in its section's morning mail each working
+  day while it stays; on the director's list once it is overdue ``escalation_days``
+  working days and nobody acknowledged it (the pipeline counts the working days);
+* a case that had been due soon or overdue and closed (or was cancelled): listed once as
+  closed, on the director's list too when it had been on a sent list;
+* a KPI ``at_risk``: when it begins, then again at the first morning mail at least
+  ``kpi_repeat`` after the last one while nobody acknowledged it; ``breached``: when it
+  begins, to the director's list too, and no repeat (the monthly digest carries it);
+* a KPI alert ends when its KPI returns to ``met``/``on_track`` or its year ends; the end
+  is listed once (the director's list too for ``breached``).
 
-Notification *n* of a state is due at ``since + n × interval`` and is identified by
-``(key, state, since, n)``: evaluating again, restarting or replaying never notifies the
-same thing twice, and after downtime only the latest due repeat is sent. For cases
-``since`` is intrinsic (the due instant, or the start of the warning window), so a
-replay sends at the same instants as a live run.
+An acknowledgement belongs to one state: a case going from due soon to overdue starts
+unacknowledged again.
 """
 
 from __future__ import annotations
@@ -27,29 +27,34 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from bsc_rules.calendar import US_PER_DAY
-from bsc_rules.types import AlertKind, AlertState
+from bsc_rules.types import AlertState
 
 State = AlertState
 Role = Literal["owner", "director"]
 CASE_STATES = ("due_soon", "overdue")
 KPI_STATES = ("at_risk", "breached")
+# what a mail says about an alert: listed again as it stands, began (new in this state),
+# repeated (a KPI at risk, weekly), closed (a case), ended (a KPI back on track), the
+# year ended (a KPI alert of a finished year)
+Change = Literal["listed", "began", "repeat", "closed", "ended", "year_end"]
+# how an alert no longer observed ends: closed / resolved (mentioned) or silently
+Ending = Literal["closed", "resolved", "year_end", "silent"]
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Office settings for alerts (defaults of spec/notifications.md)."""
 
-    overdue_repeat: int = US_PER_DAY
     kpi_repeat: int = 7 * US_PER_DAY
-    escalation_delay: int = 3 * US_PER_DAY
+    escalation_days: int = 3
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What an evaluation sees for one alert key."""
+    """What a mail instant sees for one alert key."""
 
     state: State
-    since: int  # when this state began (intrinsic for cases, first seen for KPIs)
+    since: int  # when this state began (intrinsic for cases, the mail instant for KPIs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,111 +64,91 @@ class AlertRecord:
     key: str
     state: State
     since: int
-    notified: int  # notifications sent in this state (0 = none yet)
+    notified: int  # the mail instant it was last mentioned at (KPI repeats count from it)
     told: frozenset[Role]  # who has been told about this alert
-    escalated: bool = False
+    escalated: bool = False  # on a sent director's list at least once
     acknowledged: bool = False
     ack_note: str | None = None
-    sent: int = 0  # notifications actually sent in this state (after downtime < notified)
+    sent: int = 0  # how many mail instants mentioned it in this state
+    ack_by: str | None = None
+    ack_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Notify:
-    """A notification decided by :func:`step`."""
+class Mention:
+    """What the mails of one instant say about one alert."""
 
     key: str
-    kind: AlertKind
-    to: frozenset[Role]
-    repeat: int  # 0 for the first notification of a state
-    since: int
-    escalated: bool = False
-    resolved_from: State | None = None
-    count: int = 0  # how many notifications of this state were sent before this one
-
-    @property
-    def ident(self) -> str:
-        """Stable identity: the same notification always gets the same id."""
-        return f"{self.key}|{self.kind}|{self.resolved_from or ''}|{self.since}|{self.repeat}"
+    change: Change
+    state: State  # the state listed, or the one that ended
+    director: bool  # on the director's list as well as the owner's morning mail
 
 
-def _interval(state: State, policy: Policy) -> int | None:
-    if state == "overdue":
-        return policy.overdue_repeat
-    if state in KPI_STATES:
-        return policy.kpi_repeat
-    return None
-
-
-def _recipients(state: State, escalated: bool) -> frozenset[Role]:
-    if state == "breached" or (state == "overdue" and escalated):
-        return frozenset({"owner", "director"})
-    return frozenset({"owner"})
-
-
-def _due_count(rec: AlertRecord, now: int, policy: Policy) -> int:
-    """How many notifications of ``rec``'s state are due by ``now`` (at least 1)."""
-    interval = _interval(rec.state, policy)
-    if interval is None or rec.acknowledged:
-        return 1
-    return (now - rec.since) // interval + 1
-
-
-def _enter(key: str, seen: Observation, previous: AlertRecord | None) -> AlertRecord:
-    told = previous.told if previous else frozenset()
-    return AlertRecord(key, seen.state, seen.since, 0, told)
-
-
-def _notify_if_due(rec: AlertRecord, now: int, policy: Policy) -> tuple[AlertRecord, list[Notify]]:
-    due = _due_count(rec, now, policy)
-    escalate = (
-        rec.state == "overdue"
-        and not rec.acknowledged
-        and now - rec.since >= policy.escalation_delay
-    )
-    newly_escalated = escalate and not rec.escalated
-    if rec.notified >= due and not newly_escalated:
-        return rec, []
-    repeat = max(due - 1, rec.notified if newly_escalated else 0)
-    escalated = rec.escalated or escalate
-    to = _recipients(rec.state, escalated)
-    note = Notify(rec.key, rec.state, to, repeat, rec.since, escalated, count=rec.sent)
-    new = replace(
-        rec, notified=repeat + 1, told=rec.told | to, escalated=escalated, sent=rec.sent + 1
-    )
-    return new, [note]
-
-
-def _resolve(rec: AlertRecord) -> list[Notify]:
-    if rec.state == "due_soon" or not rec.told:
-        return []
-    return [Notify(rec.key, "resolved", rec.told, 0, rec.since, rec.escalated, rec.state)]
-
-
-def step(
+def decide(
     key: str,
     rec: AlertRecord | None,
     seen: Observation | None,
     now: int,
     policy: Policy,
     *,
-    resolved: bool = True,
-) -> tuple[AlertRecord | None, list[Notify]]:
-    """The new record of alert ``key`` and the notifications due at ``now``.
+    ending: Ending = "silent",
+    escalate: bool = False,
+) -> tuple[AlertRecord | None, Mention | None]:
+    """The new record of alert ``key`` at the mail instant ``now``, and its mention.
 
-    ``seen`` is what the evaluation observes (``None``: not in an alert state);
-    ``resolved`` says whether that absence is a resolution (a case that closed, a KPI
-    back to met/on_track) or merely ends the alert silently (e.g. a new year's KPI
-    without data yet).
+    ``seen`` is what is observed (``None``: no longer in an alert state; ``ending`` then
+    says how it ended); ``escalate`` that a case is overdue long enough for the
+    director's list (the pipeline counts working days; acknowledged cases never are).
     """
     if seen is None:
-        if rec is None:
-            return None, []
-        return None, _resolve(rec) if resolved else []
+        return None, _end(key, rec, ending) if rec is not None else None
+    if key.startswith("case:"):
+        return _case(key, rec, seen, now, escalate)
+    return _kpi(key, rec, seen, now, policy)
+
+
+def _end(key: str, rec: AlertRecord, ending: Ending) -> Mention | None:
+    if ending == "silent":
+        return None
+    director = rec.escalated if ending == "closed" else rec.state == "breached"
+    change: Change = "ended" if ending == "resolved" else ending
+    return Mention(key, change, rec.state, director)
+
+
+def _case(
+    key: str, rec: AlertRecord | None, seen: Observation, now: int, escalate: bool
+) -> tuple[AlertRecord, Mention]:
+    change: Change = "listed"
     if rec is None or rec.state != seen.state:
-        rec = _enter(key, seen, rec)
-    return _notify_if_due(rec, now, policy)
+        before: frozenset[Role] = rec.told if rec else frozenset()
+        rec, change = AlertRecord(key, seen.state, seen.since, now, before), "began"
+    director = escalate and seen.state == "overdue" and not rec.acknowledged
+    told: frozenset[Role] = rec.told | {"owner"}
+    if director:
+        told |= {"director"}
+    new = replace(
+        rec, notified=now, sent=rec.sent + 1, told=told,
+        escalated=rec.escalated or director,
+    )  # fmt: skip
+    return new, Mention(key, change, seen.state, director)
+
+
+def _kpi(
+    key: str, rec: AlertRecord | None, seen: Observation, now: int, policy: Policy
+) -> tuple[AlertRecord | None, Mention | None]:
+    if rec is None or rec.state != seen.state:
+        director = seen.state == "breached"
+        told: frozenset[Role] = frozenset(("owner", "director") if director else ("owner",))
+        told |= rec.told if rec else frozenset()
+        new = AlertRecord(key, seen.state, now, now, told, sent=1)
+        return new, Mention(key, "began", seen.state, director)
+    due = rec.state == "at_risk" and not rec.acknowledged
+    if due and now - rec.notified >= policy.kpi_repeat:
+        new = replace(rec, notified=now, sent=rec.sent + 1)
+        return new, Mention(key, "repeat", rec.state, False)
+    return rec, None
 
 
 def acknowledge(rec: AlertRecord, note: str) -> AlertRecord:
-    """Stop repeats and escalation; the resolved notice will still go out."""
+    """Stop repeats and the director's list; closings still quote the note."""
     return replace(rec, acknowledged=True, ack_note=note)

@@ -1,63 +1,56 @@
-"""The alert pipeline: evaluate at an instant, decide alerts, write the outbox, deliver.
+"""The alert pipeline: decide alerts at the mail instants, write the outbox, deliver.
 
-One :class:`Pipeline` wires the scorecard (over the SQLite event log), the alert
-lifecycle (:mod:`alerts`), rendering (:mod:`render`), the outbox (:mod:`outbox`) and a
-mailer (:mod:`mailer`). Every call takes the instant ``now`` explicitly: the service
-passes its clock's time, a replay passes the simulated time, so both run the same code.
-Alert records, their history and the record of digest runs live in the same database as
-the event log; each evaluation writes its alert transitions and their outbox rows in one
-transaction.
+One :class:`Pipeline` wires the scorecard (over the event log), the alert lifecycle
+(:mod:`~bsc_rules.alerts.lifecycle`), the morning mail and the director's list
+(:mod:`~bsc_rules.alerts.dailylist`), rendering, the outbox and the digests. Every call
+takes the instant ``now`` explicitly: the service passes its clock's time, a replay the
+simulated time, so both run the same code. Alert states are decided at the mail instants
+only (:meth:`Pipeline.morning`, 08:00 of each working day): between them nothing but
+events is stored. Alert records, their history and the record of runs live in the same
+database as the event log; each mail instant writes its alert transitions, its mail and
+its run in one transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from bsc_rules.alerts.acklink import VALID_FOR, AckClaim, ack_url
-from bsc_rules.alerts.lifecycle import AlertRecord, Notify, Observation, Policy, step
+from bsc_rules.alerts.dailylist import ListBuilder, Plan, Seen
+from bsc_rules.alerts.lifecycle import AlertRecord, Ending, Observation, Policy, decide
 from bsc_rules.alerts.notes import Notes
-from bsc_rules.alerts.table import AlertTable, message_id
-from bsc_rules.calendar import year_of
-from bsc_rules.measures.cases import case_end, case_opened
+from bsc_rules.alerts.table import AlertTable, message_id, told_rows
+from bsc_rules.calendar import last_allowed_day, local_date, year_of
+from bsc_rules.measures.cases import case_due, case_end, case_opened
 from bsc_rules.measures.report import KpiResult, Report
-from bsc_rules.notify.digest import DigestInputs, build_digests
-from bsc_rules.notify.notices import AlertNotice, NoteLine, kpi_info
+from bsc_rules.notify.digest import DigestInputs, Told, build_digests
+from bsc_rules.notify.notices import DailyList, NoteLine
 from bsc_rules.notify.outbox import Outbox
-from bsc_rules.rules.office import addr_spec
+from bsc_rules.rules.office import DIRECTOR, addr_spec
 from bsc_rules.rules.ruleset import RuleSet
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
 from bsc_rules.store.db import transaction
 
 RESOLVING_STATUSES = ("met", "on_track")
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """One observed alert with the context a notification shows."""
-
-    observation: Observation
-    kpi: KpiResult
-    subject: str | None = None
-    opened: int | None = None
-    due: int | None = None
-    ended: int | None = None  # a closed case: its closing event's own time
+LISTS = "lists"  # the runs table's job of the morning mail and the director's list
 
 
 class Pipeline:
-    """Evaluate, decide, enqueue: the same code for the service and for replay."""
+    """Decide, enqueue: the same code for the service and for replay."""
 
     def __init__(self, card: Scorecard, settings: Settings, conn: sqlite3.Connection) -> None:
         self.card, self.settings, self.conn = card, settings, conn
         self.policy: Policy = card.rules.office.alerts.policy()  # the office file's values
         self.alerts = AlertTable(conn)
         self.outbox = Outbox(conn)
-        # (public_url, secret) where the office runs the HTTP door: each alert notice then
-        # carries a signed acknowledgement link. None in a replay (its mail must be the
-        # same from run to run) and wherever no public address is set.
+        # (public_url, secret) where the office runs the HTTP door: each row then carries
+        # a signed acknowledgement link. None in a replay (its mail must be the same from
+        # run to run) and wherever no public address is set.
         self.ack_links: tuple[str, bytes] | None = None
+        self.multi_office = False  # the ack commands in mail name the office
 
     @property
     def rules(self) -> RuleSet:
@@ -71,7 +64,7 @@ class Pipeline:
         reports: dict[int, Report], card: Scorecard, kpi_id: str, opened: int, now: int
     ) -> KpiResult:
         """A case's KPI in the year the case belongs to (one carried over from 106 into
-        107 is shown in 106's context), each year's report made once per evaluation."""
+        107 is shown in 106's context), each year's report made once per mail instant."""
         year = year_of(opened)
         if year not in reports:
             reports[year] = card.report_at(now, year)
@@ -97,49 +90,102 @@ class Pipeline:
                 seen[key] = Seen(Observation(result.status, since), result)  # type: ignore[arg-type]
         return seen
 
-    def _resolution(self, key: str, report: Report) -> bool:
-        """Whether an alert no longer observed was resolved (or just ended silently)."""
-        if key.startswith("case:"):
-            return True
-        _, year, kpi_id = key.split(":", 2)
-        status = report.kpis[kpi_id].status if kpi_id in report.kpis else "no_data"
-        return int(year) == report.year and status in RESOLVING_STATUSES
+    def _ended(self, key: str, report: Report, old: AlertRecord) -> tuple[Ending, Seen | None]:
+        """How an alert no longer observed ended, and what its row shows."""
+        kind, rest = key.split(":", 1)
+        if kind == "case":
+            kpi_id, subject = rest.split(":", 1)
+            result = report.kpis.get(kpi_id)
+            if result is None:
+                return "silent", None
+            kpi = result.kpi
+            opened = case_opened(self.card.book, kpi, subject)
+            ended = case_end(self.card.book, kpi, subject, report.as_of)  # the event's time
+            due = case_due(self.card.book, kpi, subject)
+            if ended is None or opened is None or due is None:
+                return "silent", None  # not closed: e.g. a closure moved its due away
+            result = self._of_year({report.year: report}, self.card, kpi_id, opened, report.as_of)
+            return "closed", Seen(
+                Observation(old.state, old.since), result, subject, opened, due, ended
+            )
+        year, kpi_id = rest.split(":", 1)
+        if int(year) < report.year:
+            last = self.card.report_at(report.as_of, int(year)).kpis.get(kpi_id)
+            return (
+                ("year_end", Seen(Observation(old.state, old.since), last))
+                if last
+                else ("silent", None)
+            )
+        result = report.kpis.get(kpi_id)
+        if result is None or result.status not in RESOLVING_STATUSES:
+            return "silent", None
+        return "resolved", Seen(Observation(old.state, old.since), result)
 
-    # ------------------------------------------------------------ evaluation
+    def _working_days(self, seen: Seen, now: int) -> int:
+        """Working days an overdue case is late, counting today, up to the escalation
+        count (last allowed day Wednesday 106/03/22: Monday 106/03/27 is the 3rd)."""
+        if seen.observation.state != "overdue" or seen.due is None:
+            return 0
+        calendar, cap = self.rules.calendar, max(self.policy.escalation_days, 1)
+        return calendar.working_days_between(last_allowed_day(seen.due), local_date(now), cap)
 
-    def evaluate(self, now: int) -> list[str]:
-        """Evaluate at ``now``; write alert transitions and their mail; return message ids.
-
-        The records are read inside the ``BEGIN IMMEDIATE`` transaction that writes them
-        back: an acknowledgement lands wholly before (and is seen) or after (and stays).
-        """
-        report = self.card.report_at(now)
-        queued: list[str] = []
-        with transaction(self.conn):
-            records = self.alerts.load()
-            plans = self._plans(report, records, now)
-            if plans:
-                self._mark_clock(now)
-            for key, old, new, notes, context in plans:
-                self._record(key, old, new, now)
-                queued += [self._enqueue(n, context, now) for n in notes if context is not None]
-        return queued
-
-    def _plans(
-        self, report: Report, records: dict[str, AlertRecord], now: int
-    ) -> list[tuple[str, AlertRecord | None, AlertRecord | None, list[Notify], Seen | None]]:
-        """Every alert whose record changes or that notifies at ``now``."""
+    def plan(self, report: Report, records: dict[str, AlertRecord], now: int) -> list[Plan]:
+        """The decision about every alert, active or ending, at the mail instant ``now``."""
         seen = self.observe(report, records, now)
         plans = []
         for key in sorted(set(records) | set(seen)):
             old, obs = records.get(key), seen.get(key)
-            resolved = obs is not None or self._resolution(key, report)
-            new, notes = step(
-                key, old, obs.observation if obs else None, now, self.policy, resolved=resolved
-            )
-            if new != old or notes:
-                plans.append((key, old, new, notes, obs or self._context(key, report, old)))
+            if obs is None:
+                assert old is not None
+                ending, context = self._ended(key, report, old)
+                new, mention = decide(key, old, None, now, self.policy, ending=ending)
+                plans.append(Plan(key, old, new, mention, context))
+                continue
+            days = self._working_days(obs, now)
+            escalate = days >= self.policy.escalation_days and obs.observation.state == "overdue"
+            new, mention = decide(key, old, obs.observation, now, self.policy, escalate=escalate)
+            plans.append(Plan(key, old, new, mention, obs, days))
         return plans
+
+    # ------------------------------------------------------------ the morning mail
+
+    def lists_sent(self, day: date) -> bool:
+        """Whether the morning mail and the director's list of ``day`` were decided."""
+        row = self.conn.execute(
+            "SELECT 1 FROM runs WHERE job = ? AND period = ?", (LISTS, day.isoformat())
+        ).fetchone()
+        return row is not None
+
+    def morning(self, now: int) -> list[str]:
+        """The mail instant ``now``: decide every alert, write the records, their history,
+        the morning mails and the director's list, and the run, in one transaction; once
+        per day (a second call on the same day does nothing). Return the Message-IDs.
+
+        The records are read inside the ``BEGIN IMMEDIATE`` transaction that writes them
+        back: an acknowledgement lands wholly before (and is seen) or after (and stays).
+        """
+        day = local_date(now)
+        report = self.card.report_at(now)
+        with transaction(self.conn):
+            if self.lists_sent(day):
+                return []
+            plans = self.plan(report, self.alerts.load(), now)
+            for p in plans:
+                self._record(p, now)
+
+            def link(key: str, state: str, since: int) -> str | None:
+                return self._ack_url(key, state, since, now)
+
+            builder = ListBuilder(self.rules, now, link, multi_office=self.multi_office)
+            queued = [self._enqueue(data, day) for data in builder.build(plans)]
+            self.conn.execute("INSERT INTO runs VALUES (?, ?, ?)", (LISTS, day.isoformat(), now))
+            self._mark_clock(now)
+        return queued
+
+    def evaluate(self, now: int) -> list[str]:
+        """What a mail at ``now`` decides (the rule tests and ``run --once`` ask at any
+        instant): :meth:`morning`."""
+        return self.morning(now)
 
     def _mark_clock(self, now: int) -> None:
         """Record the instant of the latest decision (a resumed replay goes on from it)."""
@@ -161,7 +207,8 @@ class Pipeline:
         ).fetchone()
         return int(row[0])
 
-    def _record(self, key: str, old: AlertRecord | None, new: AlertRecord | None, now: int) -> None:
+    def _record(self, plan: Plan, now: int) -> None:
+        old, new, key = plan.old, plan.new, plan.key
         if new is None:
             if old is not None:
                 self.alerts.delete(key)
@@ -169,82 +216,60 @@ class Pipeline:
             return
         if old is None or old.state != new.state:
             self.alerts.log(now, key, "entered", new.state)
-        self.alerts.save(new, old)
+        if new.escalated and (old is None or not old.escalated):
+            self.alerts.log(now, key, "escalated", new.state)
+        if new != old:
+            self.alerts.save(new, old if old is not None and old.key == new.key else None)
 
-    def _context(self, key: str, report: Report, old: AlertRecord | None) -> Seen | None:
-        """What a resolved notice shows when the alert is no longer observed."""
-        kind, rest = key.split(":", 1)
-        kpi_id, subject = rest.split(":", 1) if kind == "case" else (rest.split(":", 1)[1], None)
-        result = report.kpis.get(kpi_id)
-        if result is None or old is None:
-            return None
-        due = old.since if old.state == "overdue" else None
-        if subject is None:
-            return Seen(Observation(old.state, old.since), result, None, None, due)
-        opened = case_opened(self.card.book, result.kpi, subject)
-        if opened is not None:  # shown in its own year, as while it was open
-            result = self._of_year({report.year: report}, self.card, kpi_id, opened, report.as_of)
-        ended = case_end(self.card.book, result.kpi, subject, report.as_of)  # the event's time
-        return Seen(Observation(old.state, old.since), result, subject, opened, due, ended)
-
-    def _recipients(self, note: Notify, owner: str) -> tuple[str, ...]:
-        """The office file's mailboxes of the sections told (the director's with the
-        secretary's), each address once."""
-        sections = [owner] if "owner" in note.to else []
-        if "director" in note.to:
-            sections.append("director")
-        recipients = self.card.rules.office.recipients
-        mailboxes: dict[str, str] = {}
-        for section in sections:
-            for mailbox in recipients.of(section):
-                mailboxes.setdefault(addr_spec(mailbox), mailbox)
-        return tuple(mailboxes.values())
-
-    def _ack_url(self, note: Notify, now: int) -> str | None:
-        """The signed link acknowledging this alert in this state (none for a closing)."""
-        if self.ack_links is None or note.kind == "resolved":
+    def _ack_url(self, key: str, state: str, since: int, now: int) -> str | None:
+        """The signed link acknowledging an alert in its state, where the office has one."""
+        if self.ack_links is None:
             return None
         public_url, secret = self.ack_links
-        claim = AckClaim(self.rules.code, note.key, note.kind, note.since, now + VALID_FOR)
+        claim = AckClaim(self.rules.code, key, state, since, now + VALID_FOR)
         return ack_url(public_url, claim, secret)
 
-    def _enqueue(self, note: Notify, seen: Seen, now: int) -> str:
-        from bsc_rules.notify.render import render_alert
+    def _told(self, data: DailyList, mid: str, to: tuple[str, ...]) -> None:
+        """History: each row of the message, told to its addressees and (on the
+        director's list) its owner section in Cc."""
+        rows: list[tuple[str, str, str]] = [
+            (r.key, "closed" if r.closed is not None else r.state, r.kpi.owner)
+            for r in (*data.overdue, *data.due_soon, *data.closed)
+        ]
+        rows += [
+            (k.key, k.state if k.change in ("began", "repeat") else "resolved", k.kpi.owner)
+            for k in data.kpis
+        ]
+        for key, state, owner in rows:
+            cc = self._mailboxes(owner) if data.audience == DIRECTOR else ()
+            told = ",".join(dict.fromkeys(addr_spec(m) for m in (*to, *cc)))
+            self.alerts.log(data.date, key, "notified", state, mid, told)
 
-        result = seen.kpi
-        info = kpi_info(self.rules, result.kpi)
-        to = self._recipients(note, info.owner)
-        addresses = tuple(addr_spec(m) for m in to)  # the id and history: addresses only
-        mid = message_id(note, addresses, self.rules.code)
-        notice = AlertNotice(
-            kind=note.kind,
-            alert_key=note.key,
-            kpi=info,
-            as_of=now,
-            value=_float(result.value),
-            target=_float(result.target),
-            status=result.status,
-            subject=seen.subject,
-            opened=seen.opened,
-            due=seen.due,
-            resolved_from=note.resolved_from,
-            escalated=note.escalated,
-            repeat=note.count,
-            ack_url=self._ack_url(note, now),
-            pace=_float(result.pace),
-            ended=seen.ended,
-        )
-        mail = render_alert(
-            notice,
-            office_name=self.rules.office.office.name,
+    def _mailboxes(self, section: str) -> tuple[str, ...]:
+        return self.rules.office.recipients.of(section)
+
+    def _enqueue(self, data: DailyList, day: date) -> str:
+        from bsc_rules.notify.render import render_list
+
+        to = self._mailboxes(data.audience)
+        cc: dict[str, str] = {}
+        if data.audience == DIRECTOR:
+            codes = {s.name: c for c, s in self.rules.office.sections.items()}
+            for name in data.cc_names:
+                for mailbox in self._mailboxes(codes[name]):
+                    cc.setdefault(addr_spec(mailbox), mailbox)
+        mid = message_id(self.rules.code, data.kind, data.audience, day)
+        mail = render_list(
+            data,
             sender=self.settings.sender,
             to=to,
+            cc=tuple(cc.values()),
             message_id=mid,
-            date=now,
+            date=data.date,
             templates=self.settings.templates,
         )
-        if self.outbox.enqueue(mail, kind=note.kind, now_us=now, alert_key=note.key):
-            self.alerts.log(now, note.key, "notified", note.kind, mid, ",".join(addresses))
+        if self.outbox.enqueue(mail, kind=data.kind, now_us=data.date):
+            self._told(data, mid, to)
         return mid
 
     # ------------------------------------------------------------ digests
@@ -270,6 +295,10 @@ class Pipeline:
                 kpi: [NoteLine(n.author, n.text, n.at) for n in entries]
                 for kpi, entries in notes.items()
             },
+            told=[
+                Told(at, key, state, mid, tuple(filter(None, to.split(","))))
+                for at, key, state, mid, to in told_rows(self.conn, now + 1)
+            ],
         )
 
     def send_digests(self, year: int, month: int, now: int) -> list[str]:
@@ -292,10 +321,6 @@ class Pipeline:
             self.conn.execute("INSERT INTO runs VALUES ('digest', ?, ?)", (period, now))
             self._mark_clock(now)
         return [m.message_id for m in mails]
-
-
-def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def open_pipeline(settings: Settings, db: Path | None = None) -> Pipeline:

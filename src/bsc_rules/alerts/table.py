@@ -6,8 +6,9 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 
-from bsc_rules.alerts.lifecycle import AlertRecord, Notify, acknowledge
+from bsc_rules.alerts.lifecycle import AlertRecord, acknowledge
 from bsc_rules.errors import UsageError
 from bsc_rules.privacy import mask_text
 from bsc_rules.store.db import transaction
@@ -52,8 +53,8 @@ class AlertTable:
 
     def load(self) -> dict[str, AlertRecord]:
         rows = self.conn.execute(
-            "SELECT key, state, since_us, notified, told, escalated, acknowledged, ack_note, sent"
-            " FROM alerts"
+            "SELECT key, state, since_us, notified, told, escalated, acknowledged, ack_note, sent,"
+            " ack_by, ack_at_us FROM alerts"
         )
         return {
             r[0]: AlertRecord(
@@ -66,6 +67,8 @@ class AlertTable:
                 bool(r[6]),
                 r[7],
                 r[8],
+                r[9],
+                r[10],
             )
             for r in rows
         }
@@ -156,7 +159,20 @@ class AlertTable:
         yield from self.conn.execute(query + " ORDER BY seq", args)
 
 
-def message_id(note: Notify, to: tuple[str, ...], office: str) -> str:
-    """A stable Message-ID: the same notification always has the same id."""
-    digest = hashlib.sha256((note.ident + "|" + ",".join(to)).encode()).hexdigest()[:32]
-    return f"<{digest}.{note.kind}@bsc-rules.{office}>"
+def told_rows(conn: sqlite3.Connection, before: int) -> list[tuple[int, str, str, str, str]]:
+    """Every alert listed in a message before ``before``, oldest first: (at, key, state,
+    message id, recipients as comma-separated addresses)."""
+    rows = conn.execute(
+        "SELECT at_us, key, state, message_id, recipients FROM alert_history"
+        " WHERE event = 'notified' AND at_us < ? ORDER BY seq",
+        (before,),
+    )
+    return [(int(r[0]), r[1], r[2], r[3], r[4] or "") for r in rows]
+
+
+def message_id(office: str, kind: str, recipient: str, day: date) -> str:
+    """The Message-ID of one office's ``kind`` of mail (``morning``, ``director``) to one
+    recipient (a section code) on one day: a resend on the same day is the same message."""
+    seed = f"{office}|{kind}|{recipient}|{day.isoformat()}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:32]
+    return f"<{digest}.{kind}@bsc-rules.{office}>"

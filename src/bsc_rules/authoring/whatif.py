@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from bsc_rules.alerts.pipeline import open_pipeline
+from bsc_rules.alerts.table import told_rows
 from bsc_rules.calendar import from_us, iso, month_bounds, parse_instant, to_us, year_of
 from bsc_rules.errors import UsageError
 from bsc_rules.measures.report import Report
@@ -172,10 +173,11 @@ def run_side(
             outcome.reports = [card.report_at(at, year_of(at)) for at in instants]
             outcome.names = {k: v.spec.name for k, v in card.rules.kpis.items()}
             for item in pipeline.outbox.items():
-                if item.alert_key is not None:
-                    outcome.alerts[(item.alert_key, item.kind)] += 1
                 for to in item.recipients:
                     outcome.mails[(item.kind, to)] += 1
+            for _, key, state, _, _ in told_rows(pipeline.conn, until + 1):
+                kind = "resolved" if state in ("closed", "resolved") else state
+                outcome.alerts[(key, kind)] += 1  # each listing of an alert in a message
         finally:
             pipeline.card.close()
     return outcome

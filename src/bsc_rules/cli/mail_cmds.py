@@ -27,7 +27,7 @@ from bsc_rules.privacy import mask_text
 if TYPE_CHECKING:
     from bsc_rules.notify.mailer import Mailer
 
-KINDS = ("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
+KINDS = ("morning", "director", "digest")
 
 
 def register(sub: Any) -> None:

@@ -163,7 +163,6 @@ class Door:
             for number, item in enumerate(items, 1)
         ]
 
-
     def store_judged(self, requests: list[list[Judged]]) -> list[list[Outcome]]:
         """Requests' judged events in one transaction, then applied to the scorecard (the
         caller holds the lock). Nothing is stored when the transaction fails."""

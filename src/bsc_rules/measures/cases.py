@@ -667,3 +667,11 @@ def case_opened(book: CaseBook, kpi: Kpi, subject: str) -> int | None:
     """When a deadline case was opened (its earliest opening event), if it was."""
     rec = book.cases[kpi.population.type].get(subject)
     return None if rec is None else rec.open_us
+
+
+def case_due(book: CaseBook, kpi: Kpi, subject: str) -> int | None:
+    """A deadline case's due instant (exclusive), if it was opened."""
+    rec = book.cases[kpi.population.type].get(subject)
+    if rec is None or rec.open_us is None:
+        return None
+    return rec.dues[book.deadline_index[kpi.id]]

@@ -48,6 +48,19 @@ class DigestInputs:
     items: Sequence[OutboxItem]
     unacknowledged: frozenset[str]  # keys of the open alerts nobody acknowledged
     notes: Mapping[str, Sequence[NoteLine]] = field(default_factory=dict)  # KPI → the month's
+    told: Sequence[Told] = ()  # every alert row of every message sent, oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class Told:
+    """One alert listed in one message (the history's ``notified`` rows): when, which
+    alert in which state (``closed``/``resolved`` for an ending), the message, to whom."""
+
+    at: int
+    key: str
+    state: str
+    message_id: str
+    recipients: tuple[str, ...]
 
 
 def _float(value: object) -> float | None:
@@ -81,6 +94,7 @@ class DigestBuilder:
         ]
         self.report = self.reports[-1]
         self.items = inputs.items
+        self.subjects = {i.message_id: i.subject for i in inputs.items}
 
     def _month_value(self, kpi: Kpi, trend: tuple[TrendPoint, ...]) -> float | None:
         """The month's own figure: a rate over the month's cases alone; for a progress
@@ -153,25 +167,40 @@ class DigestBuilder:
             item.subject,
             item.recipients,
             item.alert_key,
-            acknowledged=item.alert_key is not None
-            and item.alert_key not in self.inputs.unacknowledged,
+            acknowledged=False,
             error=item.last_error,
             kind=item.kind,
             sections=self._sections_of(item.recipients),
+            message_id=item.message_id,
         )
 
-    def _mine(self, item: OutboxItem, audience: str) -> bool:
+    def _told(self, told: Told) -> SentLine:
+        return SentLine(
+            told.at,
+            self.subjects.get(told.message_id, ""),
+            told.recipients,
+            told.key,
+            acknowledged=told.key not in self.inputs.unacknowledged,
+            kind="resolved" if told.state in ("closed", "resolved") else told.state,
+            sections=self._sections_of(told.recipients),
+            message_id=told.message_id,
+        )
+
+    def _mine(self, recipients: Sequence[str], audience: str) -> bool:
         if audience == DIRECTOR:
             return True
         addresses = {addr_spec(m) for m in self.inputs.recipients[audience]}
-        return bool(addresses & set(item.recipients))
+        return bool(addresses & set(recipients))
 
     def build(self, audience: str) -> DigestData:
         kpis = self._kpis_of(audience)
         office = self.rules.office
-        alerts = [i for i in self.items if i.kind != "digest" and self._mine(i, audience)]
-        unacked = [i for i in alerts if i.alert_key in self.inputs.unacknowledged]
-        latest = {i.alert_key: i for i in sorted(unacked, key=lambda i: i.created_us)}
+        told = [t for t in self.inputs.told if self._mine(t.recipients, audience)]
+        latest = {t.key: t for t in told if t.key in self.inputs.unacknowledged}
+        parked = [
+            i for i in self.items
+            if i.kind != "digest" and i.status == "parked" and self._mine(i.recipients, audience)
+        ]  # fmt: skip
         return DigestData(
             office_name=office.office.name,
             audience=audience,  # type: ignore[arg-type]
@@ -181,9 +210,9 @@ class DigestBuilder:
             as_of=self.as_of,
             rows=tuple(self._row(k) for k in kpis),
             open_cases=tuple(self._case(c) for c in self.report.cases if c.kpi in kpis),
-            notified=tuple(self._sent(i) for i in alerts if self.lo <= i.created_us < self.hi),
-            unacknowledged=tuple(self._sent(i) for i in latest.values()),
-            undeliverable=tuple(self._sent(i) for i in alerts if i.status == "parked"),
+            notified=tuple(self._told(t) for t in told if self.lo <= t.at < self.hi),
+            unacknowledged=tuple(self._told(t) for t in latest.values()),
+            undeliverable=tuple(self._sent(i) for i in parked),
             themes={k: v.name for k, v in office.themes.items()},
             section_names=tuple(v.name for v in office.sections.values()),
             perspectives={k: v.name for k, v in office.perspectives.items()},

@@ -6,24 +6,26 @@ alongside the templates it previews.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
 
-from bsc_rules.calendar import TAIPEI, to_us
+from bsc_rules.calendar import TAIPEI, days_late, local_date, to_us, year_of
 from bsc_rules.errors import UsageError
 from bsc_rules.notify.digest import history_of, plans_of
 from bsc_rules.notify.notices import (
-    AlertNotice,
+    AckLine,
     CaseLine,
+    CaseRow,
+    DailyList,
     DigestData,
     DigestRow,
     KpiInfo,
+    KpiRow,
     Mail,
     NoteLine,
     SentLine,
@@ -34,8 +36,8 @@ from bsc_rules.notify.render import (
     KINDS,
     RenderError,
     inline_images,
-    render_alert,
     render_digest,
+    render_list,
 )
 from bsc_rules.rules.ruleset import RuleSet, load_ruleset
 
@@ -53,20 +55,22 @@ def example(kind: str, templates: Path | None = None) -> Mail:
         raise UsageError(msg)
     data = _example_data()
     recipients = data["recipients"]
-    spec = data["digest"] if kind == "digest" else data["alerts"][kind]
-    envelope: dict[str, Any] = {
-        "sender": data["sender"],
-        "to": tuple(recipients[r] for r in spec["to"]),
-        "templates": templates,
-    }
+    spec = data["digest"] if kind == "digest" else data["lists"][kind]
+    envelope: dict[str, Any] = {"sender": data["sender"], "templates": templates}
     if kind == "digest":
         digest = _example_digest(data)
         envelope["message_id"] = f"<digest.{digest.year}-{digest.month:02d}@{data['mail_domain']}>"
-        return render_digest(digest, date=_at(spec["sent"]), **envelope)
-    notice = _example_notice(data, spec["notice"])
-    key = re.sub(r"[^A-Za-z0-9.-]", "-", notice.alert_key)
-    envelope["message_id"] = f"<{kind}.{key}@{data['mail_domain']}>"
-    return render_alert(notice, office_name=data["office"], date=notice.as_of, **envelope)
+        to = tuple(recipients[r] for r in spec["to"])
+        return render_digest(digest, date=_at(spec["sent"]), to=to, **envelope)
+    daily = _example_list(data, kind, spec)
+    envelope["message_id"] = f"<{kind}.{spec['sent'][:10]}@{data['mail_domain']}>"
+    return render_list(
+        daily,
+        to=(recipients[spec["audience"]],),
+        cc=tuple(recipients[c] for c in spec.get("cc", [])),
+        date=daily.date,
+        **envelope,
+    )
 
 
 # --- example data --------------------------------------------------------------------
@@ -109,14 +113,55 @@ def _example_kpis(data: dict[str, Any]) -> dict[str, KpiInfo]:
     return kpis
 
 
-def _example_notice(data: dict[str, Any], spec: dict[str, Any]) -> AlertNotice:
-    fields_ = dict(spec, kpi=_example_kpis(data)[spec["kpi"]])
-    for name in ("as_of", "opened", "due"):
-        if name in fields_:
-            fields_[name] = _at(fields_[name])
-    for name in ("value", "target"):
-        fields_[name] = _number(fields_[name])
-    return AlertNotice(**fields_)
+def _ack(spec: list[str] | None) -> AckLine | None:
+    return None if spec is None else AckLine(spec[0], _at(spec[1]), spec[2])
+
+
+def _example_case(kpis: dict[str, KpiInfo], spec: dict[str, Any], sent: int) -> CaseRow:
+    due, closed = _at(spec["due"]), _at(spec["closed"]) if "closed" in spec else None
+    state: Literal["due_soon", "overdue"] = spec.get("state") or (
+        "overdue" if sent >= due else "due_soon"
+    )
+    late_on = local_date(closed if closed is not None else sent)
+    late = days_late(due, late_on) if (closed or sent) >= due else 0
+    return CaseRow(
+        f"case:{spec['kpi']}:{spec['subject']}", kpis[spec["kpi"]], spec["subject"], state,
+        due, _at(spec["opened"]), closed=closed, new=spec.get("new", False),
+        days_overdue=late, working_days=spec.get("working_days", 0), ack=_ack(spec.get("ack")),
+        year=year_of(_at(spec["opened"])),
+    )  # fmt: skip
+
+
+def _example_list(data: dict[str, Any], kind: str, spec: dict[str, Any]) -> DailyList:
+    kpis, sent = _example_kpis(data), _at(spec["sent"])
+    year = year_of(sent)
+    return DailyList(
+        kind=kind,
+        office_name=data["office"],
+        office_code="datong",
+        audience=spec["audience"],
+        audience_name=data["sections"][spec["audience"]],
+        date=sent,
+        overdue=tuple(_example_case(kpis, c, sent) for c in spec.get("overdue", [])),
+        due_soon=tuple(_example_case(kpis, c, sent) for c in spec.get("due_soon", [])),
+        closed=tuple(_example_case(kpis, c, sent) for c in spec.get("closed", [])),
+        kpis=tuple(
+            KpiRow(
+                f"kpi:{year}:{k['kpi']}",
+                kpis[k["kpi"]],
+                k["change"],
+                k["state"],
+                k["status"],
+                year,
+                _number(k["value"]),
+                _number(k["target"]),
+                _number(k.get("pace")),
+            )
+            for k in spec.get("kpis", [])
+        ),
+        cc_names=tuple(data["sections"][c] for c in spec.get("cc", [])),
+        reply_by=local_date(sent) + timedelta(days=1),
+    )
 
 
 def _example_rows(data: dict[str, Any]) -> tuple[DigestRow, ...]:
@@ -159,6 +204,7 @@ def _example_digest(data: dict[str, Any]) -> DigestData:
         SentLine(
             _at(at), subject, tuple(recipients[r] for r in to), key, ack,
             kind=_kind_of(key, subject), sections=tuple(data["sections"][r] for r in to),
+            message_id=f"<{at}.{'-'.join(to)}@example>",
         )
         for at, to, key, ack, subject in spec["notified"]
     )  # fmt: skip

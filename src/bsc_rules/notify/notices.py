@@ -1,7 +1,7 @@
 """What the alert pipeline hands to rendering and delivery (spec/notifications.md).
 
-* :class:`AlertNotice`: one alert notification to render (due_soon, overdue, at_risk,
-  breached, resolved), with everything a template shows.
+* :class:`DailyList`: a morning mail to one section or the director's list, with its
+  :class:`CaseRow` and :class:`KpiRow` rows and everything a template shows.
 * :class:`DigestData` / :class:`DigestRow`: one monthly compliance digest.
 * :class:`Mail`: a rendered message, ready for the outbox: stable ``Message-ID``,
   recipients, subject, plain text, HTML and inline PNG images, and the instant it is
@@ -13,10 +13,11 @@ floats in the KPI's unit (percent, count or pages).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from bsc_rules.rules.ruleset import Kpi, RuleSet
-from bsc_rules.types import AlertKind, CaseStateName, Direction, KpiKind, Section, Unit
+from bsc_rules.types import CaseStateName, Direction, KpiKind, Section, Unit
 
 Audience = Section  # who a digest is for
 
@@ -46,35 +47,91 @@ class KpiInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class AlertNotice:
-    """One alert notification.
+class AckLine:
+    """Who acknowledged an alert in its state, when, with which note."""
 
-    ``kind`` is what is notified; for ``resolved``, ``resolved_from`` is the state that
-    ended (``overdue``, ``due_soon``, ``at_risk`` or ``breached``). Case alerts carry
-    ``subject`` (the case id, masked when rendered), ``opened`` and ``due`` (the
-    exclusive due instant: the last allowed day is the day before). ``escalated`` is
-    true when the director is told because the case has been overdue past the
-    escalation delay; ``repeat`` counts earlier notifications of the same state (0 for
-    the first). ``as_of`` is the instant the alert was evaluated.
+    by: str | None
+    at: int | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """A case in a morning mail or the director's list.
+
+    ``state`` is the state listed (``due_soon``, ``overdue``), or for a closing the one
+    it closed from; ``due`` the exclusive due instant (the last allowed day is the day
+    before); ``closed`` the closing or cancelling event's own time; ``days_overdue``
+    calendar dates in Asia/Taipei from the last allowed day to the mail's day (or to the
+    closing's); ``working_days`` the working days overdue, counting the mail's day.
     """
 
-    kind: AlertKind
-    alert_key: str
+    key: str
     kpi: KpiInfo
-    as_of: int
+    subject: str
+    state: CaseStateName
+    due: int
+    opened: int | None = None
+    closed: int | None = None
+    new: bool = False  # in this state since this mail
+    days_overdue: int = 0
+    working_days: int = 0
+    ack: AckLine | None = None
+    ack_url: str | None = None
+    year: int = 0  # the scorecard year the case belongs to (one carried over: its own)
+
+
+@dataclass(frozen=True, slots=True)
+class KpiRow:
+    """A KPI alert that began, repeated or ended since the previous mail.
+
+    ``change`` is ``began``, ``repeat``, ``ended`` (back on track) or ``year_end`` (its
+    year finished); ``state`` the alert's state (``at_risk``, ``breached``), ``status``
+    the KPI's status as of the mail, ``year`` the scorecard year of the alert.
+    """
+
+    key: str
+    kpi: KpiInfo
+    change: str
+    state: str
+    status: str
+    year: int
     value: float | None
     target: float | None
-    status: str
-    subject: str | None = None
-    opened: int | None = None
-    due: int | None = None
-    resolved_from: str | None = None
-    escalated: bool = False
-    repeat: int = 0
-    acknowledged_note: str | None = None
-    ack_url: str | None = None  # the signed acknowledgement link, where the office has one
-    pace: float | None = None  # a progress KPI's value expected by now (the pace line)
-    ended: int | None = None  # a closed case: when its closing event happened
+    pace: float | None = None
+    ack: AckLine | None = None
+    ack_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyList:
+    """A morning mail (``morning``, to one section) or the director's list (``director``).
+
+    The director's list carries in ``overdue`` the cases on it, in ``closed`` the listed
+    cases closed since, and in ``kpis`` the breached KPI alerts that began or ended;
+    ``cc_names`` the sections copied.
+    """
+
+    kind: str
+    office_name: str
+    office_code: str
+    audience: Audience
+    audience_name: str
+    date: int  # the mail instant
+    overdue: tuple[CaseRow, ...] = ()
+    due_soon: tuple[CaseRow, ...] = ()
+    closed: tuple[CaseRow, ...] = ()
+    kpis: tuple[KpiRow, ...] = ()
+    cc_names: tuple[str, ...] = ()
+    escalation_days: int = 3
+    warning_window_days: int = 2
+    hour: int = 8  # the office's hour of the morning mail (lists.hour)
+    reply_by: dt.date | None = None  # acknowledge by this day (the next working day)
+    multi_office: bool = False  # the ack command names the office
+
+    @property
+    def empty(self) -> bool:
+        return not (self.overdue or self.due_soon or self.closed or self.kpis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +204,7 @@ class SentLine:
     error: str | None = None
     kind: str = ""  # what was notified: due_soon, overdue, at_risk, breached, resolved…
     sections: tuple[str, ...] = ()  # the names of the sections it went to
+    message_id: str = ""  # the message that carried it (a morning mail lists many alerts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +238,7 @@ class Mail:
     text: str
     html: str
     date: int
+    cc: tuple[str, ...] = ()
     images: tuple[tuple[str, bytes], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
 

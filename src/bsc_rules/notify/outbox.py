@@ -238,6 +238,15 @@ class Outbox:
         )
         return [_item(r) for r in rows]
 
+    def next_attempt(self, after: int) -> int | None:
+        """The earliest next attempt of a pending message later than ``after``, if any."""
+        row = self.conn.execute(
+            "SELECT MIN(next_attempt_us) FROM outbox WHERE status = 'pending'"
+            " AND next_attempt_us > ?",
+            (after,),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def items(self, status: Status | None = None) -> list[OutboxItem]:
         """Every message (or those with ``status``), oldest first: ``bsc-rules outbox``."""
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())

@@ -43,6 +43,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from bsc_rules.calendar import (
     TAIPEI,
     US_PER_DAY,
+    days_late,
     from_us,
     last_allowed_day,
     local_date,
@@ -53,7 +54,7 @@ from bsc_rules.calendar import (
 )
 from bsc_rules.errors import BscRulesError, UsageError
 from bsc_rules.notify.charts import trend_png
-from bsc_rules.notify.notices import AlertNotice, DigestData, DigestRow, KpiInfo, Mail
+from bsc_rules.notify.notices import DailyList, DigestData, DigestRow, KpiInfo, Mail
 from bsc_rules.privacy import mask_text
 
 __all__ = [
@@ -63,15 +64,15 @@ __all__ = [
     "environment",
     "inline_images",
     "one_line",
-    "render_alert",
     "render_digest",
+    "render_list",
     "strategy_map",
     "to_bytes",
 ]
 
 # The shipped templates: package data (in a checkout, a symlink to the repo's notifications/).
 DEFAULT_TEMPLATES = Path(str(files("bsc_rules") / "data" / "notifications")).resolve()
-KINDS = ("due_soon", "overdue", "at_risk", "breached", "resolved", "digest")
+KINDS = ("morning", "director", "digest")
 UNIT_SUFFIX = {"percent": "%", "count": "件", "pages": "頁"}
 _T = TypeVar("_T")
 
@@ -154,8 +155,9 @@ def f_goal(target: float | None, kpi: KpiInfo) -> str:
 
 
 def f_days_since(due: int, as_of: int) -> int:
-    """Whole days from a due instant to ``as_of`` (0 on the first day late)."""
-    return max(0, (as_of - due) // US_PER_DAY)
+    """Days overdue at ``as_of``: calendar dates in Asia/Taipei from the last allowed day
+    (last allowed day 106/03/22 → 1 on 106/03/23)."""
+    return days_late(due, local_date(as_of)) if as_of >= due else 0
 
 
 def f_recipient(address: str) -> str:
@@ -307,53 +309,66 @@ def _envelope(
     }
 
 
-def _alert_context(n: AlertNotice, office_name: str, date: int) -> dict[str, Any]:
-    """What an alert template sees (``n`` already masked); see subjects.txt.j2."""
+def _ack_command(row_key: str, data: DailyList) -> str:
+    office = f" --office {data.office_code}" if data.multi_office else ""
+    return f"bsc-rules ack {row_key}{office} --by 姓名 --note 處理情形"
+
+
+def _list_context(d: DailyList, date: int) -> dict[str, Any]:
+    """What a morning mail or director's list template sees (``d`` already masked)."""
+    rows = (*d.overdue, *d.due_soon)
     return {
-        "kind": n.kind,
-        "office": office_name,
-        "kpi": n.kpi,
-        "as_of": n.as_of,
-        "value": n.value,
-        "target": n.target,
-        "status": n.status,
-        "case_id": n.subject,
-        "opened": n.opened,
-        "due": n.due,
-        "resolved_from": n.resolved_from,
-        "escalated": n.escalated,
-        "repeat": n.repeat,
-        "note": n.acknowledged_note,
-        "alert_key": n.alert_key,
-        "ack_url": n.ack_url,
-        "pace": n.pace,
-        "ended": n.ended if n.ended is not None else n.as_of,  # the event's own time
-        "reply_by": n.as_of + 7 * US_PER_DAY,  # a concrete date, not 「1週內」
-        "ack_command": f"bsc-rules ack {n.alert_key} --by 姓名 --note 處理情形",
-        # a case is shown in the context of its own year (one opened in 106 and overdue in
-        # 107 is 106's), a KPI alert in the year of its report
-        "year": roc_year(year_of(n.opened if n.opened is not None else n.as_of)),
-        "days_overdue": f_days_since(n.due, n.as_of) if n.due is not None else None,
+        "kind": d.kind,
+        "office": d.office_name,
+        "data": d,
+        "audience": d.audience,
+        "audience_name": d.audience_name,
+        "as_of": d.date,
+        "day": local_date(d.date),
+        "year": roc_year(year_of(d.date)),
+        "ack_commands": {
+            key: _ack_command(key, d) for key in [r.key for r in rows] + [k.key for k in d.kpis]
+        },
+        "severity": _severity(d),
+        "counts": {
+            "overdue": len(d.overdue),
+            "due_soon": len(d.due_soon),
+            "closed": len(d.closed),
+            "kpi": sum(k.change in ("began", "repeat") for k in d.kpis),
+            "kpi_ended": sum(k.change in ("ended", "year_end") for k in d.kpis),
+        },
+        "reply_by": d.reply_by or local_date(d.date + US_PER_DAY),  # a date, not 「本週內」
         "date": date,
     }
 
 
-def render_alert(
-    notice: AlertNotice,
+def _severity(d: DailyList) -> str:
+    """The subject's prefix: the most severe part present (警示 over 預警 over 已解除)."""
+    live = [k for k in d.kpis if k.change in ("began", "repeat")]
+    if d.overdue or any(k.state == "breached" for k in live):
+        return "警示"
+    if d.due_soon or live:
+        return "預警"
+    return "已解除"
+
+
+def render_list(
+    data: DailyList,
     *,
-    office_name: str,
     sender: str,
     to: tuple[str, ...],
+    cc: tuple[str, ...] = (),
     message_id: str,
     date: int,
     templates: Path | None = None,
 ) -> Mail:
-    """One alert notification as mail (subject, plain text and HTML)."""
+    """A morning mail or the director's list as mail (subject, plain text and HTML)."""
     env = environment(templates)
-    context = _alert_context(_masked(notice), office_name, date)
-    headers = [("Auto-Submitted", "auto-generated"), ("X-BSC-Kind", notice.kind)]
-    headers.append(("X-BSC-Alert-Key", notice.alert_key))
-    return _compose(env, notice.kind, context, _envelope(sender, to, message_id, date, headers))
+    context = _list_context(_masked(data), date)
+    headers = [("Auto-Submitted", "auto-generated"), ("X-BSC-Kind", data.kind)]
+    envelope = _envelope(sender, to, message_id, date, headers)
+    envelope["cc"] = tuple(mask_text(one_line(c)) for c in cc)
+    return _compose(env, data.kind, context, envelope)
 
 
 # --- digest --------------------------------------------------------------------------
@@ -394,39 +409,48 @@ def strategy_map(digest: DigestData) -> tuple[list[tuple[str, str]], list[MapRow
 
 @dataclass(frozen=True, slots=True)
 class SentCounts:
-    """The month's notifications counted per kind and section (表四), not listed one by one."""
+    """The month's notifications counted per kind and section (表四), not listed one by one:
+    the alerts the messages listed (an alert listed every morning counts once)."""
 
     kinds: list[str]
     sections: list[str]
-    cells: dict[tuple[str, str], int]  # (kind, section) → messages sent
+    cells: dict[tuple[str, str], int]  # (kind, section) → alerts listed to that section
     open: dict[tuple[str, str], int]  # (kind, section) → alerts among them unacknowledged
-    totals: dict[str, int]  # kind → messages sent (each message once)
+    totals: dict[str, int]  # kind → alerts listed
+    messages: int = 0  # the messages that listed them
 
 
 _KIND_ORDER = ("overdue", "due_soon", "breached", "at_risk", "resolved")
 
 
 def sent_counts(digest: DigestData) -> SentCounts:
-    """Count the digest's notifications of the month by kind and by receiving section,
-    with the alerts among them still unacknowledged (each alert once); sections in the
-    office's order."""
-    cells: Counter[tuple[str, str]] = Counter()
+    """Count the alerts the month's messages listed, by kind and by receiving section,
+    with those still unacknowledged; sections in the office's order."""
+    cells: dict[tuple[str, str], set[str]] = {}
     still: dict[tuple[str, str], set[str]] = {}
+    totals: dict[str, set[str]] = {}
     seen: list[str] = []
     for line in digest.notified:
+        key = line.alert_key or line.message_id
+        totals.setdefault(line.kind, set()).add(key)
         for section in line.sections:
-            cells[(line.kind, section)] += 1
+            cells.setdefault((line.kind, section), set()).add(key)
             if not line.acknowledged and line.alert_key is not None:
-                still.setdefault((line.kind, section), set()).add(line.alert_key)
+                still.setdefault((line.kind, section), set()).add(key)
             if section not in seen:
                 seen.append(section)
     order = {name: i for i, name in enumerate(digest.section_names)}
     sections = sorted(seen, key=lambda s: (order.get(s, len(order)), seen.index(s)))
-    totals = Counter(line.kind for line in digest.notified)
     kind_order = {k: i for i, k in enumerate(_KIND_ORDER)}
     kinds = sorted(totals, key=lambda k: (kind_order.get(k, len(kind_order)), k))
-    open_ = {key: len(alerts) for key, alerts in still.items()}
-    return SentCounts(kinds, sections, dict(cells), open_, dict(totals))
+    return SentCounts(
+        kinds,
+        sections,
+        {k: len(v) for k, v in cells.items()},
+        {k: len(v) for k, v in still.items()},
+        {k: len(v) for k, v in totals.items()},
+        len({line.message_id for line in digest.notified}),
+    )
 
 
 def chart_cid(kpi_id: str) -> str:
@@ -477,7 +501,7 @@ def render_digest(
 
 # --- RFC 5322 ------------------------------------------------------------------------
 
-_CORE_HEADERS = {"from", "to", "subject", "date", "message-id", "mime-version"}
+_CORE_HEADERS = {"from", "to", "cc", "subject", "date", "message-id", "mime-version"}
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
 
 
@@ -519,6 +543,8 @@ def to_bytes(mail: Mail) -> bytes:
     message["From"] = _header(mail.sender)
     if mail.to:
         message["To"] = ", ".join(_header(t) for t in mail.to)
+    if mail.cc:
+        message["Cc"] = ", ".join(_header(c) for c in mail.cc)
     message["Subject"] = _header(mail.subject)
     for name, value in _extra_headers(mail):
         message[name] = value

@@ -143,10 +143,9 @@ class AlertValues(_Strict):
     kpi_repeat_days: Annotated[int, Field(ge=1, le=366)] = 7
 
     def policy(self) -> Policy:
-        """The alert lifecycle's policy (an overdue case repeats daily: each morning)."""
+        """The alert lifecycle's policy (a case is listed each morning while it stays)."""
         return Policy(
-            kpi_repeat=self.kpi_repeat_days * US_PER_DAY,
-            escalation_delay=self.escalation_days * US_PER_DAY,
+            kpi_repeat=self.kpi_repeat_days * US_PER_DAY, escalation_days=self.escalation_days
         )
 
 

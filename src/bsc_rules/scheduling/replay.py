@@ -1,11 +1,12 @@
 """Replay on event time: the whole pipeline with a simulated clock.
 
 ``replay`` feeds a JSON Lines stream of events in arrival order, moving a simulated
-clock from the first event's time to ``until``. At every scheduled instant (each tick of
-``tick_minutes`` from local midnight, and each digest instant) it does what the service
-does at that instant: evaluate, decide alerts, enqueue mail, send the digests due, and
-deliver. Each message carries the ``Date:`` of its simulated sending. Nothing reads the
-wall clock, so two replays of the same input send identical messages.
+clock from the first event's time to ``until``. It acts only where the service's actions
+can differ: at the mail instants (the morning mail of each working day, the digests) and
+at the retry of a message the server did not take; there it does what the service does
+at that instant (:func:`~bsc_rules.scheduling.schedule.run_tick`). Between them it only
+stores and measures events. Each message carries the ``Date:`` of its simulated sending.
+Nothing reads the wall clock, so two replays of the same input send identical messages.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def replay(
         if now is None and isinstance(parsed, Event):
             summary.start = pipeline.started(t)
             now = t if resume is None else max(t, resume)
-        while now is not None and (nxt := schedule.after(now)) < t:
+            _tick(pipeline, schedule, mailer, now, summary)  # as a service started then
+        while now is not None and (nxt := _next(pipeline, schedule, now)) < t:
             _flush(pipeline, batch, summary)
             now = nxt
             _tick(pipeline, schedule, mailer, now, summary)
@@ -69,7 +71,7 @@ def replay(
         if progress is not None and number % 1000 == 0:
             progress(number)
     _flush(pipeline, batch, summary)
-    while now is not None and (nxt := schedule.after(now)) <= until:
+    while now is not None and (nxt := _next(pipeline, schedule, now)) <= until:
         now = nxt
         _tick(pipeline, schedule, mailer, now, summary)
     if now is not None:  # mail decided before an interruption and not yet sent
@@ -78,6 +80,13 @@ def replay(
         summary.undeliverable += [f.message_id for f in report.parked]
     summary.end = now
     return summary
+
+
+def _next(pipeline: Pipeline, schedule: Schedule, now: int) -> int:
+    """The next instant a replay acts at: a mail instant, or a failed message's retry."""
+    retry = pipeline.outbox.next_attempt(after=now)
+    mail = schedule.mail_after(now)
+    return mail if retry is None else min(mail, retry)
 
 
 def _flush(pipeline: Pipeline, batch: list[tuple[int, bytes]], summary: ReplaySummary) -> None:

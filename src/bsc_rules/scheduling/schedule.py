@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
 from bsc_rules.alerts.pipeline import Pipeline
-from bsc_rules.calendar import TAIPEI, from_us, to_us
+from bsc_rules.calendar import TAIPEI, from_us, local_date, to_us
 from bsc_rules.clock import FakeClock
 from bsc_rules.notify.mailer import Mailer, deliver_due
 from bsc_rules.officecal import OfficeCalendar
@@ -41,11 +41,15 @@ def previous_month(instant: int) -> tuple[int, int]:
 
 
 class Schedule:
-    """The instants at which the service acts: ticks from local midnight and digests.
+    """The instants at which the service acts: its ticks, the morning mail and the digests.
 
-    The digest goes out on the ``working_day``-th working day of the month at ``hour``
-    (the office file's ``digest``), counted in the office calendar as it is at the time
-    asked: ``calendar`` is called each time, so a closure re-read from the rules counts.
+    The morning mail and the director's list go out on each working day at ``lists_hour``
+    (the office file's ``lists.hour``); the digest on the ``working_day``-th working day of
+    the month at ``hour`` (the office file's ``digest``), both counted in the office
+    calendar as it is at the time asked: ``calendar`` is called each time, so a closure
+    re-read from the rules counts. The service ticks every ``tick_minutes`` besides (to
+    deliver, retry and pick up a mail missed while it was down); a replay acts at the mail
+    instants only (:meth:`mail_after`).
     """
 
     def __init__(
@@ -54,31 +58,65 @@ class Schedule:
         working_day: int,
         hour: int,
         calendar: Callable[[], OfficeCalendar],
+        lists_hour: int = 8,
     ) -> None:
         self.tick = tick_minutes * 60 * 1_000_000
-        self.working_day, self.hour = working_day, hour
+        self.working_day, self.hour, self.lists_hour = working_day, hour, lists_hour
         self.calendar = calendar
 
     @classmethod
     def of(cls, pipeline: Pipeline, tick_minutes: int) -> Schedule:
-        """The schedule of ``pipeline``'s office (its office file's digest values)."""
-        digest = pipeline.card.rules.office.digest
+        """The schedule of ``pipeline``'s office (its office file's hours)."""
+        office = pipeline.card.rules.office
         return cls(
-            tick_minutes, digest.working_day, digest.hour, lambda: pipeline.card.rules.calendar
+            tick_minutes,
+            office.digest.working_day,
+            office.digest.hour,
+            lambda: pipeline.card.rules.calendar,
+            office.lists.hour,
         )
 
     def after(self, instant: int) -> int:
-        """The first scheduled instant strictly after ``instant``."""
+        """The first tick or mail instant strictly after ``instant`` (the service's)."""
+        return min(self.tick_after(instant), self.mail_after(instant))
+
+    def tick_after(self, instant: int) -> int:
+        """The first tick strictly after ``instant``: every ``tick_minutes`` from local
+        midnight, restarting at each midnight."""
         moment = from_us(instant)
         midnight = to_us(datetime.combine(moment.date(), datetime.min.time(), tzinfo=TAIPEI))
         tick = midnight + ((instant - midnight) // self.tick + 1) * self.tick
         next_midnight = to_us(
             datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(), tzinfo=TAIPEI)
         )
+        return min(tick, next_midnight)
+
+    def mail_after(self, instant: int) -> int:
+        """The first morning-mail or digest instant strictly after ``instant``."""
+        moment = from_us(instant)
         this = (moment.year, moment.month)
         candidates = (previous_month(instant), this)  # digests sent this month and next
         digest = min(d for d in (self.digest_instant(*m) for m in candidates) if d > instant)
-        return min(tick, next_midnight, digest)
+        return min(digest, self.lists_after(instant))
+
+    def lists_instant(self, day: date) -> int:
+        """The morning mail's instant on ``day``."""
+        return to_us(datetime.combine(day, time(self.lists_hour), tzinfo=TAIPEI))
+
+    def lists_after(self, instant: int) -> int:
+        """The first morning-mail instant strictly after ``instant``."""
+        calendar, day = self.calendar(), local_date(instant)
+        if not calendar.is_working_day(day) or self.lists_instant(day) <= instant:
+            day = calendar.next_working_day(day)
+        return self.lists_instant(day)
+
+    def lists_day(self, now: int) -> date | None:
+        """The working day whose morning mail is due at ``now``: today, from its hour on
+        (a mail missed while down goes out on return the same day, never for a past day)."""
+        day = local_date(now)
+        if self.calendar().is_working_day(day) and now >= self.lists_instant(day):
+            return day
+        return None
 
     def digest_instant(self, year: int, month: int) -> int:
         """When the digest of (year, month) goes out."""
@@ -105,10 +143,15 @@ def missed_months(
 def run_tick(
     pipeline: Pipeline, schedule: Schedule, mailer: Mailer, now: int, start: int
 ) -> tuple[list[str], list[str], list[str]]:
-    """Everything the service does at one instant: evaluate, digests, delivery."""
-    queued = pipeline.evaluate(now)
+    """Everything the service does at one instant: the digests owed (first: the December
+    digest still lists the alerts of the year that the morning mail then ends), today's
+    morning mail and director's list if not yet decided, delivery."""
+    queued: list[str] = []
     # every digest owed since the service began (a missed one too), once each: runs table
     for year, month in schedule.missed_months(start, now):
         queued += pipeline.send_digests(year, month, now)
+    day = schedule.lists_day(now)  # today's, unless it was due before the first start
+    if day is not None and schedule.lists_instant(day) >= start and not pipeline.lists_sent(day):
+        queued += pipeline.morning(now)
     report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
     return queued, report.sent, [f.message_id for f in report.parked]

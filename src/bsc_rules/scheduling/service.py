@@ -1,11 +1,13 @@
 """The service: the scheduler that runs the pipeline on wall-clock time.
 
 :class:`Service` does, at each scheduled instant, what a replay does at the same instant
-(:func:`bsc_rules.replay.run_tick`): evaluate, send the digests due, deliver the outbox.
-APScheduler (3.11, the only module that imports it) decides *when*: a tick every
-``tick_minutes`` from local midnight in Asia/Taipei (the instants of
-:class:`bsc_rules.scheduling.schedule.Schedule`) and a run every day at the office file's
-``digest.hour``:00, which sends the digest on its ``digest.working_day``-th working day.
+(:func:`bsc_rules.scheduling.schedule.run_tick`): send the digests due, decide the
+morning mail and the director's list once on each working day from ``lists.hour`` on,
+deliver the outbox. APScheduler (3.11, the only module that imports it) decides *when*: a
+tick every ``tick_minutes`` from local midnight in Asia/Taipei (the instants of
+:class:`bsc_rules.scheduling.schedule.Schedule`; they deliver, retry and send a morning
+mail missed while down, the same day only) and a run every day at the office file's
+``lists.hour``:00 and ``digest.hour``:00.
 The injected :class:`~bsc_rules.clock.Clock` says *what time it is*; nothing here reads
 the wall clock, so tests call :meth:`Service.scheduled` with a fake clock and never wait.
 
@@ -106,8 +108,9 @@ def tick_trigger(tick_minutes: int) -> Any:
 
 
 def digest_trigger(hour: int) -> Any:
-    """Every day at ``hour``:00, Taipei time: the tick then sends the digest if today is
-    its working day (:meth:`Schedule.missed_months`), which a cron field cannot say."""
+    """Every day at ``hour``:00, Taipei time: the tick then sends the digest (or the
+    morning mail) if today is its working day (:meth:`Schedule.missed_months`,
+    :meth:`Schedule.lists_day`), which a cron field cannot say."""
     return CronTrigger(hour=hour, minute=0, timezone=TAIPEI)
 
 
@@ -283,6 +286,9 @@ class Service:
         scheduler.add_job(self.scheduled, tick_trigger(s.tick_minutes), id="tick", name="tick")
         digest = digest_trigger(self.schedule.hour)
         scheduler.add_job(self.scheduled, digest, id="digest", name="digest")
+        if self.schedule.lists_hour != self.schedule.hour:  # the morning mail's hour
+            lists = digest_trigger(self.schedule.lists_hour)
+            scheduler.add_job(self.scheduled, lists, id="lists", name="lists")
         return scheduler
 
     def shutdown(self) -> None:
@@ -401,8 +407,10 @@ def _run(
     result = service.start()
     _info(
         f"服務已啟動（{iso(to_us(clock.now()))}）：資料庫 {settings.database}，"
-        f"每 {settings.tick_minutes} 分鐘檢查一次，月報於每月第 {service.schedule.working_day} "
-        f"個工作日 {service.schedule.hour} 時；啟動時寄出 {len(result.sent)} 件"
+        f"每 {settings.tick_minutes} 分鐘檢查一次，"
+        f"每日提醒於上班日 {service.schedule.lists_hour} 時，"
+        f"月報於每月第 {service.schedule.working_day} 個工作日 {service.schedule.hour} 時；"
+        f"啟動時寄出 {len(result.sent)} 件"
     )
     if stdin is not None:
         summary = service.ingest_stream(stdin)
