@@ -36,9 +36,7 @@ def _comment(args: argparse.Namespace, ctx: Context) -> int:
             raise UsageError(msg)
         notes = Notes(store.connection)
         if args.text is None:
-            rows = [
-                (when(n.at), n.author, n.text) for n in notes.history(args.kpi, args.month)
-            ]
+            rows = [(when(n.at), n.author, n.text) for n in notes.history(args.kpi, args.month)]
             ctx.console.print(table(("填報時間", "填報人", "分析與改進說明"), rows))
             return OK
         if args.by is None:
