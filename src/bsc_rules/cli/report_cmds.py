@@ -157,7 +157,7 @@ def _status(args: argparse.Namespace, ctx: Context) -> int:
         write_json(ctx.console, {code: r.as_dict() for code, r in reports.items()})
     else:
         for code, report in reports.items():
-            out(ctx.console, f"【{code}】")
+            out(ctx.console, f"【{sets[code].office.office.name}（{code}）】")
             print_report(report, sets[code], args.format, ctx.console)
             out(ctx.console, "")
     rejected = sum(r.rejected for r in reports.values())
