@@ -262,6 +262,25 @@ def test_the_city_digest_through_a_real_smtp_server(city: dict[str, Any]) -> Non
     assert first["Message-ID"] == resent["Message-ID"]  # one message per city and month
 
 
+def test_on_postgresql_with_two_workers_the_same_reports_and_the_same_mail(
+    pg_url: str, city: dict[str, Any], mail: EmailMessage
+) -> None:
+    """The same month ingested into PostgreSQL by two worker processes (each loading the
+    multi-office folder): the same reports, and byte for byte the same city digest."""
+    rules = ["--rules", str(city["rules"]), "--matcher", "python"]
+    events = str(city["root"] / "taipei.jsonl")
+    code, text = run(["ingest", events, "--db", pg_url, *rules, "--workers", "2"])
+    assert code == 0
+    assert "  beitou：新增" in text
+    directory = json.loads(status(city, "--all-offices", "--format", "json")[1])
+    argv = ["status", "--db", pg_url, "--as-of", AS_OF, *rules, "--all-offices", "--format", "json"]
+    assert json.loads(run(argv)[1]) == directory
+    path = city["root"] / "pg.eml"
+    argv = ["digest", "--city", "--db", pg_url, "--month", "2017-01", *rules, "--out", str(path)]
+    assert run(argv)[0] == 0
+    assert path.read_bytes() == (city["root"] / "city.eml").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("change", "code", "fragment"),
     [
