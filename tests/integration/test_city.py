@@ -311,8 +311,9 @@ def test_what_the_city_digest_refuses(
 
 
 def test_the_table_fits_the_mail_and_shows_its_colours(mail: EmailMessage, tmp_path: Path) -> None:
-    """In headless Chromium at a desktop mail width: nothing overflows the 760 px frame,
-    every office's row is one line high, and the cells carry their status colours."""
+    """In headless Chromium at a desktop mail width: nothing overflows, every office's row
+    is one line high, the cells carry their status colours; on a phone's width the frame
+    still fits and the table scrolls sideways inside it (its figures not squeezed)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - the dev extra installs it
@@ -323,23 +324,36 @@ def test_the_table_fits_the_mail_and_shows_its_colours(mail: EmailMessage, tmp_p
         pytest.skip(f"{CHROMIUM}: no Chromium (apt-get install chromium fonts-noto-cjk)")
     page_file = tmp_path / "city.html"
     page_file.write_text(parts(mail)[0], encoding="utf-8")
+    seen = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        page = browser.new_page(viewport={"width": 800, "height": 1200})
-        page.goto(page_file.as_uri())
-        page.screenshot(path=str(tmp_path / "city.png"), full_page=True)
-        width = page.evaluate("document.documentElement.scrollWidth")
-        rows = page.evaluate(
-            "[...document.querySelectorAll('td[title]')].map(td => td.parentElement)"
-            ".filter((tr, i, all) => all.indexOf(tr) === i).map(tr => tr.offsetHeight)"
-        )
-        colours = page.evaluate(
-            "[...new Set([...document.querySelectorAll('td[title]')]"
-            ".map(td => getComputedStyle(td).backgroundColor))]"
-        )
+        for width in (800, 480):
+            page = browser.new_page(viewport={"width": width, "height": 1200})
+            page.goto(page_file.as_uri())
+            page.screenshot(path=str(tmp_path / f"city-{width}.png"), full_page=True)
+            seen[width] = page.evaluate(LOOK)
         browser.close()
-    assert width <= 800
-    assert len(rows) == 12
-    assert max(rows) < 1.6 * min(rows)  # no row wrapped onto two lines
-    assert "rgb(255, 235, 233)" in colours  # 未達成
-    assert "rgb(218, 251, 225)" in colours  # 達成
+    wide, narrow = seen[800], seen[480]
+    assert wide["page"] <= 800
+    assert wide["table"] <= wide["box"]  # the whole table in view
+    assert len(wide["rows"]) == 12
+    assert max(wide["rows"]) < 1.6 * min(wide["rows"])  # no row wrapped onto two lines
+    assert "rgb(255, 235, 233)" in wide["colours"]  # 未達成
+    assert "rgb(218, 251, 225)" in wide["colours"]  # 達成
+    assert narrow["page"] <= 480
+    assert narrow["table"] > narrow["box"]  # scrolls inside its box
+    assert max(narrow["rows"]) < 1.6 * min(narrow["rows"])
+
+
+LOOK = """() => {
+  const cells = [...document.querySelectorAll('td[title]')];
+  const table = cells[0].closest('table');
+  const rows = [...new Set(cells.map(td => td.parentElement))].map(tr => tr.offsetHeight);
+  return {
+    page: document.documentElement.scrollWidth,
+    table: table.scrollWidth,
+    box: table.parentElement.clientWidth,
+    rows: rows,
+    colours: [...new Set(cells.map(td => getComputedStyle(td).backgroundColor))],
+  };
+}"""
