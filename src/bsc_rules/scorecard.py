@@ -20,7 +20,8 @@ from bsc_rules.matching import make_matcher
 from bsc_rules.matching.condition import Matcher
 from bsc_rules.measures.cases import CaseBook
 from bsc_rules.measures.report import Report, build_report
-from bsc_rules.rules.ruleset import RuleSet, load_ruleset
+from bsc_rules.rules.offices import reload_rules
+from bsc_rules.rules.ruleset import CLOSURES_FILE, RuleSet, load_ruleset
 from bsc_rules.store.base import EventStore, MemoryStore, Verdict
 from bsc_rules.store.sqlite import SQLiteStore
 
@@ -79,7 +80,7 @@ class Scorecard:
         self.store: EventStore = store if store is not None else MemoryStore()
         self.matcher: Matcher = make_matcher(self.rules.conditions, matcher)
         self.book = CaseBook(self.rules)
-        self._calendar_stamp = _calendar_stamp(self.rules.directory)
+        self._calendar_stamp = _calendar_stamp(self.rules)
         self._seq = 0
         self._log_seq = 0  # the last row of the SQLite log applied
         self.refresh()
@@ -95,10 +96,10 @@ class Scorecard:
         the dues of open and closed cases with it; the KPIs themselves stay as loaded.
         Return how many cases' dues changed. A rule folder that no longer loads raises
         :class:`~bsc_rules.errors.RuleFileError` and changes nothing."""
-        stamp = _calendar_stamp(self.rules.directory)
+        stamp = _calendar_stamp(self.rules)
         if stamp == self._calendar_stamp:  # the usual tick: nothing re-read, nothing moved
             return 0
-        fresh = load_ruleset(self.rules.directory)
+        fresh = reload_rules(self.rules)
         office = self.rules.office.model_copy(
             update={"closures": fresh.office.closures, "deadlines": fresh.office.deadlines}
         )
@@ -266,16 +267,14 @@ class Scorecard:
         return build_report(self.rules, self.book, as_of, year, self.store.rejected_count())
 
 
-CALENDAR_FILES = ("office.yaml", "closures.yaml")
-
-
-def _calendar_stamp(directory: Path) -> tuple[bytes | None, ...]:
-    """The contents of the files the office calendar comes from (small: read, not parsed),
-    so that a tick re-reads the rule folder only when one of them changed."""
+def _calendar_stamp(rules: RuleSet) -> tuple[bytes | None, ...]:
+    """The contents of the files the office calendar comes from (the office file and
+    ``closures.yaml``; small: read, not parsed), so that a tick re-reads the rule folder
+    only when one of them changed."""
     stamp: list[bytes | None] = []
-    for name in CALENDAR_FILES:
+    for path in (rules.office_file, rules.directory / CLOSURES_FILE):
         try:
-            stamp.append((directory / name).read_bytes())
+            stamp.append(path.read_bytes())
         except OSError:
             stamp.append(None)
     return tuple(stamp)

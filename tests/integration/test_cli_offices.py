@@ -115,7 +115,7 @@ def check_reports(db: str, city: dict[str, Any], expected: dict[str, Any]) -> No
     assert done == 0
     assert json.loads(text) == expected
     done, text = status(db, city, "--all-offices")
-    assert text.index("【datong】") < text.index("【wanhua】")
+    assert text.index("（datong）】") < text.index("（wanhua）】")  # 【name（code）】
     assert text.count("年度平衡計分卡") == 2
 
 

@@ -16,7 +16,14 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
-from bsc_rules.cli import authoring_cmds, db_cmds, mail_cmds, note_cmds, report_cmds
+from bsc_rules.cli import (
+    authoring_cmds,
+    city_cmds,
+    db_cmds,
+    mail_cmds,
+    note_cmds,
+    report_cmds,
+)
 from bsc_rules.cli._common import (
     BAD_ARGUMENTS,
     BROKEN_PIPE,
@@ -34,7 +41,7 @@ from bsc_rules.privacy import mask_text
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-COMMAND_MODULES = (report_cmds, mail_cmds, note_cmds, authoring_cmds, db_cmds)
+COMMAND_MODULES = (report_cmds, mail_cmds, city_cmds, note_cmds, authoring_cmds, db_cmds)
 """The modules whose ``register(sub)`` adds their sub-commands, in the order of --help."""
 
 

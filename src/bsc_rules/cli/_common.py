@@ -244,8 +244,8 @@ def add_rule_sets(cmd: argparse.ArgumentParser) -> None:
         "--rules",
         type=Path,
         action="append",
-        help="rule folder of an office (repeatable: one per office of the deployment;"
-        " default: the project's rules/)",
+        help="rule folder of an office, or of several (with offices/<code>.yaml); repeatable:"
+        " one per office of the deployment (default: the project's rules/)",
     )
     cmd.add_argument(
         "--matcher",
@@ -256,15 +256,21 @@ def add_rule_sets(cmd: argparse.ArgumentParser) -> None:
 
 def rule_sets(args: argparse.Namespace) -> dict[str, RuleSet]:
     """The deployment's offices and their rule sets, from the ``--rules`` folders."""
-    from bsc_rules.rules.ruleset import load_ruleset
+    return rule_sets_of(args.rules or [None])
+
+
+def rule_sets_of(folders: list[Path | None]) -> dict[str, RuleSet]:
+    """The rule sets of the offices of ``folders``: one per one-office folder, one per
+    ``offices/<code>.yaml`` of a multi-office folder (bsc_rules.rules.offices)."""
+    from bsc_rules.rules.offices import load_deployment
 
     found: dict[str, RuleSet] = {}
-    for folder in args.rules or [None]:
-        rules = load_ruleset(folder)
-        if rules.code in found:
-            msg = f"--rules {folder}: office {rules.code!r} is given twice"
-            raise BadArguments(msg)
-        found[rules.code] = rules
+    for folder in folders:
+        for code, rules in load_deployment(folder).offices.items():
+            if code in found:
+                msg = f"--rules {folder}: office {code!r} is given twice"
+                raise BadArguments(msg)
+            found[code] = rules
     return found
 
 

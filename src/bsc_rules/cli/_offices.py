@@ -10,10 +10,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bsc_rules.cli._common import Interrupt, lines
+from bsc_rules.cli._common import Interrupt, lines, rule_sets_of
 from bsc_rules.errors import UsageError
 from bsc_rules.events import Rejection
-from bsc_rules.rules.ruleset import RuleSet, load_ruleset
+from bsc_rules.rules.ruleset import RuleSet
 from bsc_rules.scorecard import IngestSummary, Scorecard
 from bsc_rules.store.base import EventStore
 from bsc_rules.store.dbform import create_offices, open_rejected, open_store
@@ -128,7 +128,7 @@ def ingest_in_workers(
     out among them (sorted codes, round robin); each process reads the file, ingests the
     lines of its offices into its own stores, and the first also keeps the lines of no
     known office. The summaries are added up."""
-    codes = sorted(load_ruleset(f).code for f in folders)
+    codes = sorted(rule_sets_of(folders))
     create_offices(db, codes)  # once, before the workers (no two create a file at once)
     shares = [codes[k::workers] for k in range(min(workers, len(codes)))]
     context = multiprocessing.get_context("spawn")  # no connection or lock crosses a fork
@@ -153,7 +153,7 @@ def _work(
     keep_unknown: bool,
 ) -> OfficesSummary:
     """One worker process: its offices' lines of the file, into its own stores."""
-    sets = {rules.code: rules for rules in map(load_ruleset, folders)}
+    sets = rule_sets_of(folders)
     with Interrupt() as interrupt, RoutedIngest(db, sets, matcher, path.name, False) as routed:
         numbered = enumerate(lines(path, stop=interrupt), 1)
         return routed.run(numbered, office, mine=set(share), keep_unknown=keep_unknown)

@@ -51,8 +51,13 @@ from bsc_rules.store.directory import REJECTED
 def register(sub: Any) -> None:
     check = command(sub, "check", _check, "validate a rule folder and report every problem")
     check.add_argument(
-        "rules", nargs="?", type=Path, help="rule folder (default: the project's rules/)"
+        "rules",
+        nargs="?",
+        type=Path,
+        help="rule folder, of one office or of several (offices/<code>.yaml);"
+        " default: the project's rules/",
     )
+    check.add_argument("--rules", dest="rules_option", type=Path, help="the same, as an option")
     evaluate = command(sub, "evaluate", _evaluate, "report on a JSON Lines file of events")
     evaluate.add_argument("events", type=Path, help="CloudEvents JSON Lines file")
     evaluate.add_argument("--as-of", type=instant, required=True, help="RFC 3339 instant")
@@ -92,14 +97,30 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace, ctx: Context) -> int:
-    rules = load_ruleset(args.rules)
-    out(
-        ctx.console,
-        f"規則檔檢查通過：{rules.office.office.name}（{rules.code}），"
-        f"KPI {len(rules.kpis)} 項，事件條件 {len(rules.conditions)} 條。",
-    )
+    """One line per office of the folder (a multi-office folder: every offices/<code>.yaml,
+    all validated before anything is printed), the city, then the calendar warnings."""
+    from bsc_rules.rules.offices import load_deployment
+
+    if args.rules is not None and args.rules_option is not None:
+        raise BadArguments("give the rule folder once: as an argument or as --rules")
+    deployment = load_deployment(args.rules or args.rules_option)
+    for rules in map(deployment.offices.__getitem__, deployment.ordered()):
+        out(
+            ctx.console,
+            f"規則檔檢查通過：{rules.office.office.name}（{rules.code}），"
+            f"KPI {len(rules.kpis)} 項，事件條件 {len(rules.conditions)} 條。",
+        )
+    if deployment.multi_office:
+        city = deployment.city
+        whom = (
+            f"；市府月報收件者：{city.department}（{len(city.recipients)} 個地址）" if city else ""
+        )
+        out(ctx.console, f"多戶所部署：共 {len(deployment.offices)} 個戶所{whom}。")
     today = ctx.clock.now().astimezone(TAIPEI).year
-    for warning in rules.calendar_warnings([today]):  # years of the rules and this one
+    warnings: dict[str, None] = {}  # years of the rules and this one, each said once
+    for rules in deployment.offices.values():
+        warnings.update(dict.fromkeys(rules.calendar_warnings([today])))
+    for warning in warnings:
         out(ctx.console, f"警告：{warning}")
     return OK
 
@@ -136,7 +157,7 @@ def _status(args: argparse.Namespace, ctx: Context) -> int:
         write_json(ctx.console, {code: r.as_dict() for code, r in reports.items()})
     else:
         for code, report in reports.items():
-            out(ctx.console, f"【{code}】")
+            out(ctx.console, f"【{sets[code].office.office.name}（{code}）】")
             print_report(report, sets[code], args.format, ctx.console)
             out(ctx.console, "")
     rejected = sum(r.rejected for r in reports.values())

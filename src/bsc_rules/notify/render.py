@@ -582,3 +582,13 @@ def previewable_html(message: EmailMessage) -> str:
         if part.get_content_type() == "image/png" and cid and isinstance(data, bytes):
             images.append((str(cid).strip("<>"), data))
     return inline_images(str(html.get_content()), images)
+
+
+# --- other kinds (the city's digest) -------------------------------------------------
+
+
+def render_named(name: str, context: Mapping[str, Any], templates: Path | None = None) -> str:
+    """The template ``name`` of the templates folder rendered with ``context``, masked;
+    for mail outside :data:`KINDS` (``city.*.j2``, bsc_rules.notify.city), with the same
+    filters, sandbox and located errors."""
+    return mask_text(_render(environment(templates), name, context))

@@ -1,11 +1,12 @@
 """Rule files: the office and its KPIs as data, validated with pydantic.
 
 ``rules/office.yaml`` describes the office and holds its own values
-(:mod:`bsc_rules.rules.office`); every other ``rules/*.yaml`` describes one KPI: what the seed says
-of it (objective, owner, formula, targets, history, action plans, budgets) and its
-``measure``: the declared per-event conditions and how they aggregate. Conditions are
-data (event type + field values); the aggregation kinds are a small fixed vocabulary
-implemented in :mod:`bsc_rules.measures.cases`.
+(:mod:`bsc_rules.rules.office`); every other ``rules/*.yaml`` describes one KPI
+(:mod:`bsc_rules.rules.kpifile`): what the seed says of it and its ``measure``, the
+declared per-event conditions and how they aggregate. Conditions are data (event type +
+field values); the aggregation kinds are a small fixed vocabulary implemented in
+:mod:`bsc_rules.measures.cases`. A multi-office rule folder (``offices/<code>.yaml``) is
+loaded by :mod:`bsc_rules.rules.offices` with the same pieces.
 
 :func:`load_ruleset` reads a folder, reports *every* problem of every file at once as a
 :class:`~bsc_rules.errors.RuleFileError`, and compiles the conditions for the matchers.
@@ -18,248 +19,35 @@ from dataclasses import dataclass, field
 from datetime import date
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    model_validator,
-)
+from typing import Any
 
 from bsc_rules.calendar import roc_year
 from bsc_rules.errors import Problem, RuleFileError
-from bsc_rules.events import EVENT_TYPES, FOLLOW_UP_OF, PERIOD_TYPES, FieldSpec
-from bsc_rules.matching.condition import Condition, Scalar
+from bsc_rules.matching.condition import Condition
 from bsc_rules.officecal import OfficeCalendar
-from bsc_rules.rules.office import (
-    Closure,
-    ClosuresFile,
-    OfficeFile,
-    SectionCode,
-    Year,
-    misplaced,
-    without_misplaced,
+from bsc_rules.rules.kpifile import (
+    DeadlineMeasure,
+    DistinctMeasure,
+    KpiFile,
+    RatioMeasure,
+    SumMeasure,
+    When,
 )
+from bsc_rules.rules.office import Closure, ClosuresFile, OfficeFile, misplaced, without_misplaced
 from bsc_rules.rules.sourcemap import load_and_validate, load_yaml, validate
-from bsc_rules.types import Direction, KpiKind, Unit
 
-Number = StrictInt | Annotated[float, Field(allow_inf_nan=False)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------- KPI files
-
-Value = StrictStr | StrictBool | StrictInt
-
-
-class When(_Strict):
-    """An event condition: a type and, per data field, the value (or values) that count."""
-
-    type: str
-    where: dict[str, Value | list[Value]] = {}
-
-    @model_validator(mode="after")
-    def _known(self) -> When:
-        if self.type not in EVENT_TYPES:
-            known = ", ".join(sorted(EVENT_TYPES))
-            msg = f"type: unknown event type {self.type!r}; expected one of {known}"
-            raise ValueError(msg)
-        fields = EVENT_TYPES[self.type]
-        for name, value in self.where.items():
-            if name not in fields:
-                allowed = ", ".join(sorted(fields)) or "none"
-                msg = f"where.{name}: {self.type} has no data field {name!r} (fields: {allowed})"
-                raise ValueError(msg)
-            for v in value if isinstance(value, list) else [value]:
-                _check_value(f"where.{name}", fields[name], v)
-        return self
-
-    def values(self) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
-        return tuple(
-            (name, tuple(v) if isinstance(v, list) else (v,)) for name, v in self.where.items()
-        )
-
-
-def _check_value(where: str, spec: FieldSpec, value: Scalar) -> None:
-    ok = {
-        "enum": isinstance(value, str) and value in spec.values,
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[spec.kind]
-    if not ok:
-        expected = {
-            "enum": "one of " + ", ".join(map(repr, spec.values)),
-            "int": "an integer",
-            "bool": "true or false",
-            "str": "a string",
-        }[spec.kind]
-        msg = f"{where}: expected {expected}, got {value!r}"
-        raise ValueError(msg)
-
-
-class Credit(When):
-    weight: Annotated[float, Field(gt=0, le=1)]
-
-
-class RatioMeasure(_Strict):
-    """Share of cases handled right: each case scores 0..1, some are left out."""
-
-    kind: Literal["ratio"]
-    population: When
-    exclude: list[When] = []
-    fail: list[When] = []
-    credit: list[Credit] = []
-
-
-class DeadlineRule(_Strict):
-    rule: Literal["days_after", "next_month"]
-    days: Annotated[int, Field(ge=0, le=366)] | None = None
-    day_parameter: str | None = None
-
-    @model_validator(mode="after")
-    def _shape(self) -> DeadlineRule:
-        if self.rule == "days_after" and self.days is None:
-            raise ValueError("days: required with rule 'days_after'")
-        if self.rule == "next_month" and self.day_parameter is None:
-            raise ValueError("day_parameter: required with rule 'next_month'")
-        return self
-
-
-class DeadlineMeasure(_Strict):
-    """Cases with a due instant: the share overdue, or the share handled on time."""
-
-    kind: Literal["deadline"]
-    count: Literal["overdue", "on_time"]
-    population: When
-    closed_by: list[When]
-    cancelled_by: list[When] = []
-    due: DeadlineRule
-
-
-class CountMeasure(_Strict):
-    kind: Literal["count"]
-    population: When
-
-
-class SumMeasure(_Strict):
-    kind: Literal["sum"]
-    population: When
-    field: str
-    cumulative: bool = False
-    per: str | None = None
-
-
-class DistinctMeasure(_Strict):
-    kind: Literal["distinct"]
-    population: When
-    field: str
-    per: str | None = None
-
-
-Measure = Annotated[
-    RatioMeasure | DeadlineMeasure | CountMeasure | SumMeasure | DistinctMeasure,
-    Field(discriminator="kind"),
+__all__ = [  # the KPI file's measures, as the measures stage imports them from here
+    "SCORE_SCALE",
+    "DeadlineMeasure",
+    "DistinctMeasure",
+    "Kpi",
+    "KpiFile",
+    "RatioMeasure",
+    "RuleSet",
+    "SumMeasure",
+    "default_rules_dir",
+    "load_ruleset",
 ]
-
-
-class Objective(_Strict):
-    code: str
-    name: str
-    city_objectives: list[str] = []
-
-
-class ActionPlan(_Strict):
-    code: str
-    name: str
-    owner: SectionCode
-    budget: dict[Year, Annotated[int, Field(ge=0)]] = {}
-    program: str | None = None
-
-
-class KpiFile(_Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Z]{2}\d+\.\d+$")]
-    name: str
-    label: str | None = None  # a short label where the scorecard's name is long
-    name_en: str
-    objective: Objective
-    theme: str
-    perspective: Literal["C", "P", "L", "F"]
-    owner: SectionCode
-    formula: str
-    unit: Unit
-    kind: KpiKind
-    direction: Direction
-    targets: dict[Year, Number]
-    history: dict[Year, Number | None] = {}
-    floor: Literal["three_year_mean"] | None = None
-    minimum: Number | None = None
-    parameters: dict[str, Number] = {}
-    measure: Measure
-    action_plans: list[ActionPlan] = []
-    notes: list[str] = []
-
-    @model_validator(mode="after")
-    def _consistent(self) -> KpiFile:
-        for problem in _measure_problems(self):
-            raise ValueError(problem)
-        return self
-
-
-def _follow_up_ok(type_: str, opening: str) -> bool:
-    return type_ == opening or FOLLOW_UP_OF.get(type_) == opening
-
-
-def _condition_problems(m: Any) -> list[str]:
-    opening = m.population.type
-    problems = []
-    if opening not in PERIOD_TYPES:
-        problems.append(f"measure.population.type: {opening!r} does not open or count cases")
-    for role in ("exclude", "fail", "credit", "closed_by", "cancelled_by"):
-        for i, cond in enumerate(getattr(m, role, [])):
-            if not _follow_up_ok(cond.type, opening):
-                problems.append(
-                    f"measure.{role}[{i}].type: {cond.type!r} is not a follow-up of {opening!r}"
-                )
-    return problems
-
-
-def _field_problems(kpi: KpiFile) -> list[str]:
-    m = kpi.measure
-    problems = []
-    if isinstance(m, SumMeasure | DistinctMeasure):
-        spec = EVENT_TYPES[m.population.type].get(m.field)
-        if spec is None or (isinstance(m, SumMeasure) and spec.kind != "int"):
-            problems.append(f"measure.field: {m.population.type} has no integer field {m.field!r}")
-        if m.per is not None and m.per not in kpi.parameters:
-            problems.append(f"measure.per: parameter {m.per!r} is not set in parameters")
-    if isinstance(m, DeadlineMeasure) and m.due.day_parameter is not None:
-        day = kpi.parameters.get(m.due.day_parameter)
-        if not isinstance(day, int) or not 1 <= day <= 28:
-            problems.append(
-                f"measure.due.day_parameter: parameters.{m.due.day_parameter} must be a day 1-28"
-            )
-    return problems
-
-
-def _measure_problems(kpi: KpiFile) -> list[str]:
-    m = kpi.measure
-    problems = _condition_problems(m) + _field_problems(kpi)
-    rate = isinstance(m, RatioMeasure | DeadlineMeasure)
-    if (kpi.kind == "rate") != rate:
-        problems.append(f"kind: {kpi.kind!r} does not fit a {m.kind!r} measure")
-    if kpi.kind == "progress" and kpi.direction != "higher":
-        problems.append("direction: a progress KPI must be 'higher'")
-    if kpi.floor is not None and not kpi.history:
-        problems.append("floor: a floor needs the history of earlier years")
-    return problems
 
 
 # ---------------------------------------------------------------- compiled rule set
@@ -310,6 +98,7 @@ class RuleSet:
     directory: Path
     field_needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     city_closures: tuple[Closure, ...] = ()  # closures.yaml beside the rules
+    office_path: Path | None = None  # offices/<code>.yaml in a multi-office rule folder
     calendar: OfficeCalendar = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -319,6 +108,11 @@ class RuleSet:
     @property
     def code(self) -> str:
         return self.office.office.code
+
+    @property
+    def office_file(self) -> Path:
+        """The file the office comes from: ``office.yaml``, or ``offices/<code>.yaml``."""
+        return self.office_path or self.directory / OFFICE_FILE
 
     @property
     def deadline_calendar(self) -> OfficeCalendar | None:
@@ -389,6 +183,7 @@ def _field_needs(kpis: dict[str, Kpi]) -> dict[str, tuple[str, ...]]:
 
 OFFICE_FILE = "office.yaml"
 CLOSURES_FILE = "closures.yaml"
+DEPLOYMENT_FILE = "deployment.yaml"  # multi-office folders: see bsc_rules.rules.offices
 
 
 def default_rules_dir() -> Path:
@@ -400,40 +195,78 @@ def default_rules_dir() -> Path:
 def load_ruleset(directory: Path | None = None) -> RuleSet:
     """Load and validate a rule folder; raise RuleFileError with every problem found."""
     directory = directory or default_rules_dir()
-    if not directory.is_dir():
-        problem = Problem(str(directory), None, None, "", "rule folder not found")
-        raise RuleFileError([problem])
-    problems: list[Problem] = []
+    problems = folder_problems(directory)
+    if problems:
+        raise RuleFileError(problems)
     office_path = directory / OFFICE_FILE
-    office = _load_closing(OfficeFile, office_path, problems) if office_path.exists() else None
+    office = load_closing(OfficeFile, office_path, problems) if office_path.exists() else None
     if office is None and not office_path.exists():
         problems.append(Problem(str(office_path), None, None, "", "office file is missing"))
+    shared = load_shared(directory, problems)
+    problems += cross_problems(office, shared.kpis)
+    if (directory / DEPLOYMENT_FILE).exists():
+        text = "a deployment file belongs to a multi-office rule folder (with offices/<code>.yaml)"
+        problems.append(Problem(str(directory / DEPLOYMENT_FILE), None, None, "", text))
+    if problems or office is None:
+        raise RuleFileError(problems)
+    return compile_ruleset(office, shared.kpis, directory, shared.closures)
+
+
+def folder_problems(directory: Path) -> list[Problem]:
+    """The folder itself: it must exist."""
+    if directory.is_dir():
+        return []
+    return [Problem(str(directory), None, None, "", "rule folder not found")]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every office of a rule folder shares: the KPI files, the city's closures."""
+
+    kpis: list[tuple[KpiFile, Path]]
+    closures: tuple[Closure, ...]
+
+
+NOT_KPI_FILES = (OFFICE_FILE, CLOSURES_FILE, DEPLOYMENT_FILE)
+
+
+def load_shared(directory: Path, problems: list[Problem]) -> Shared:
+    """The KPI files (every ``*.yaml`` but the office, closures and deployment files) and
+    ``closures.yaml``; their problems added to ``problems``."""
     closures_path = directory / CLOSURES_FILE
-    city = _load_closing(ClosuresFile, closures_path, problems) if closures_path.exists() else None
+    city = load_closing(ClosuresFile, closures_path, problems) if closures_path.exists() else None
     loaded = []
     for path in sorted(directory.glob("*.yaml")):
-        if path.name not in (OFFICE_FILE, CLOSURES_FILE):
+        if path.name not in NOT_KPI_FILES:
             spec = _load(KpiFile, path, problems)
             if spec is not None:
                 loaded.append((spec, path))
-    problems += _cross_problems(office, loaded)
-    if problems or office is None:
-        raise RuleFileError(problems)
+    return Shared(loaded, tuple(city.closures) if city is not None else ())
+
+
+def compile_ruleset(
+    office: OfficeFile,
+    loaded: list[tuple[KpiFile, Path]],
+    directory: Path,
+    closures: tuple[Closure, ...],
+    office_path: Path | None = None,
+) -> RuleSet:
+    """The rule set of one office: its KPI files' conditions compiled for the matchers."""
     compiler = _Compiler()
     kpis = {
         spec.id: compiler.kpi(spec, path) for spec, path in sorted(loaded, key=lambda x: x[0].id)
     }
-    closures = tuple(city.closures) if city is not None else ()
     fields = _field_needs(kpis)
-    return RuleSet(office, kpis, tuple(compiler.conditions), directory, fields, closures)
+    conditions = tuple(compiler.conditions)
+    return RuleSet(office, kpis, conditions, directory, fields, closures, office_path)
 
 
-def _load_closing(model: Any, path: Path, problems: list[Problem]) -> Any:
+def load_closing(model: Any, path: Path, problems: list[Problem]) -> Any:
     """Load a file with a ``closures`` list; a date listed twice is a located problem."""
     wrong: list[Problem] = []
     try:
         located = load_yaml(path)
-        if model is OfficeFile:  # values that belong elsewhere, each named with its place
+        if issubclass(model, OfficeFile):  # values that belong elsewhere, named with their place
             wrong = misplaced(located, path)
             located = without_misplaced(located)
         result = validate(model, located, path)
@@ -463,7 +296,7 @@ def _load(model: Any, path: Path, problems: list[Problem]) -> Any:
     return result
 
 
-def _cross_problems(office: OfficeFile | None, loaded: list[tuple[KpiFile, Path]]) -> list[Problem]:
+def cross_problems(office: OfficeFile | None, loaded: list[tuple[KpiFile, Path]]) -> list[Problem]:
     problems = []
     seen: dict[str, Path] = {}
     for spec, path in loaded:
