@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 OUT := out
 AS_OF ?= 2017-12-31T23:59:59+08:00
 
-.PHONY: demo test lint bench bench-http clean test-nodurable wheel-check
+.PHONY: demo test lint bench bench-http bench-pipeline clean test-nodurable wheel-check
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench: $(STAMP)
 # port against the in-process ingest of the same events (under a minute).
 bench-http: $(STAMP)
 	$(BIN)/python -m bench --only http $(if $(filter-out 0,$(QUICK)),--quick)
+
+# The alert pipeline's replay of one office year beside the ingest of the same events.
+bench-pipeline: $(STAMP)
+	$(BIN)/python -m bench --only pipeline $(if $(filter-out 0,$(QUICK)),--quick)
 
 clean:
 	rm -rf $(VENV) $(NODUR) $(OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -222,8 +222,9 @@ def case_evaluate(path: str, as_of: str, year: int) -> Result:
 
 @case
 def case_pipeline(path: str, workdir: str, until: str) -> Result:
-    """``replay``: ingest, a tick every 15 minutes (evaluate, alerts, outbox), digests and
-    delivery into a Maildir, all on event time."""
+    """``replay``: ingest, and at the mail instants (08:00 of each working day, the digest
+    days) the morning mail, the director's list and the digests, delivered into a
+    Maildir, all on event time."""
     from bsc_rules.alerts.pipeline import open_pipeline
     from bsc_rules.notify.mailer import MaildirMailer
     from bsc_rules.scheduling.replay import replay

@@ -731,13 +731,47 @@ def only_http(plan: Plan, run: Runner) -> int:
     return 0
 
 
+def only_pipeline(plan: Plan, run: Runner) -> int:
+    """``python -m bench --only pipeline``: the whole alert pipeline's replay of one office
+    year beside the engine's ingest of the same events (issue #13: ≥ 0.5×), a minute."""
+    made = ensure("one", ("datong",), rewrite=False)
+    one = str(made.path)
+    result: dict[str, Any] = {"plan": plan.mode, "machine": machine(), "events": made.events}
+    result["ingest"] = run.median(
+        "ingest one office", "replay", plan.repeats, path=one, db=_db("ingest-only"),
+        matcher="python", as_of=config.FINAL,
+    )  # fmt: skip
+    result["pipeline"] = run.median(
+        "alert pipeline replay one", "pipeline", plan.repeats, path=one,
+        workdir=str(DATA / "pipeline"), until=config.PIPELINE_UNTIL,
+    )  # fmt: skip
+    ingest, pipeline = result["ingest"], result["pipeline"]
+    m = result["machine"]
+    text = (
+        f"{m['cores']} cores, {m['cpu']}, {m['memory_gb']} GB RAM; {made.events:,} events\n\n"
+        "| run | throughput | wall | vs ingest |\n|---|---|---|---|\n"
+        f"| ingest (validate, store, match, measure) | {ingest['events_per_s']:,.0f} ev/s "
+        f"| {ingest['seconds']:.2f} s | 1.00× |\n"
+        f"| alert pipeline replay ({pipeline['ticks']:,} mail instants, "
+        f"{pipeline['sent']:,} messages) | {pipeline['events_per_s']:,.0f} ev/s "
+        f"| {pipeline['seconds']:.2f} s | {pipeline['events_per_s'] / ingest['events_per_s']:.2f}× |\n"
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"results-pipeline-{plan.mode}.json").write_text(json.dumps(result, indent=1))
+    (OUT / f"table-pipeline-{plan.mode}.md").write_text(text)
+    sys.stdout.write("\n" + text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a national sample, a few minutes")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
     parser.add_argument("--render", type=Path, help="print the table of a saved results file")
     parser.add_argument(
-        "--only", choices=["http"], help="only the HTTP door against in-process ingest"
+        "--only",
+        choices=["http", "pipeline"],
+        help="only the HTTP door, or only the alert pipeline replay, against in-process ingest",
     )
     args = parser.parse_args(argv)
     if args.render is not None:
@@ -750,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Runner(cpu=cores - 1 if cores > 1 else None)
     if args.only == "http":
         return only_http(plan, run)
+    if args.only == "pipeline":
+        return only_pipeline(plan, run)
     results = measure(plan, run)
     results["wall_seconds"] = time.perf_counter() - run.started
     results["load"] = {"max": max(run.loads), "mean": sum(run.loads) / len(run.loads)}

@@ -294,7 +294,7 @@ def test_digest_shows_due_dates_in_table_form() -> None:
     """Open cases in the digest: last allowed day as 106/05/26, days overdue counted."""
     mail = example("digest")
     assert "106/05/26（含）前" in mail.html
-    assert "106/05/26（含）前，已逾期4日" in mail.text
+    assert "106/05/26（含）前，已逾期5日" in mail.text
     heading = "臺北市大同區戶政事務所106年度平衡計分卡KPI執行情形月報（106年5月）"
     assert heading in mail.text
     assert heading in mail.html
@@ -313,7 +313,7 @@ def test_digest_content() -> None:
     assert "#9a6700" in mail.html  # amber for 落後
     assert "BS1060519004" in mail.text
     assert "收件信箱已滿" in mail.html
-    assert "表四、本月通知統計（寄發11則，尚未確認之警示3則）" in mail.text
+    assert "表四、本月通知統計（列出警示6件，尚未確認3件）" in mail.text
 
 
 def test_digest_is_a_briefing_book() -> None:
@@ -344,19 +344,21 @@ def test_strategy_map_puts_objectives_above_their_kpis() -> None:
 
 
 def test_notifications_are_counted_per_kind_and_section() -> None:
-    """表四 counts the month's messages per kind and receiving section instead of listing
-    every message; a message to two sections counts in each, once in the total."""
+    """表四 counts the alerts the month's messages listed, per kind and receiving section,
+    instead of listing every message: an alert listed in five messages counts once; one
+    told to two sections counts in each, once in the total."""
     data = example_digest()
     counts = render.sent_counts(data)
     assert counts.kinds == ["overdue", "due_soon", "breached", "at_risk"]
     assert counts.sections == ["戶籍登記課", "行政庶務課", "主任"]
-    assert counts.cells[("overdue", "戶籍登記課")] == 5
-    assert counts.cells[("overdue", "主任")] == 2
-    assert counts.totals == {"overdue": 5, "due_soon": 2, "breached": 2, "at_risk": 2}
+    assert counts.cells[("overdue", "戶籍登記課")] == 1  # one case, listed in five messages
+    assert counts.cells[("overdue", "主任")] == 1
+    assert counts.totals == {"overdue": 1, "due_soon": 2, "breached": 1, "at_risk": 2}
+    assert counts.messages == 11
     assert counts.open.get(("at_risk", "戶籍登記課"), 0) == 0  # acknowledged
-    assert counts.open[("overdue", "戶籍登記課")] == 1  # five messages about one alert
+    assert counts.open[("overdue", "戶籍登記課")] == 1
     mail = example("digest")
-    assert "案件逾期：戶籍登記課5則（未確認1）、主任2則（未確認1）；合計5則" in mail.text
+    assert "案件逾期：戶籍登記課1件（未確認1）、主任1件（未確認1）；合計1件" in mail.text
     bounced = {line.subject for line in data.undeliverable}  # 表五 still lists those
     for line in data.notified:  # no row per message any more
         assert line.subject in bounced or line.subject not in mail.html

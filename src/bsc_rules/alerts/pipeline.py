@@ -50,7 +50,8 @@ class Pipeline:
         # a signed acknowledgement link. None in a replay (its mail must be the same from
         # run to run) and wherever no public address is set.
         self.ack_links: tuple[str, bytes] | None = None
-        self.multi_office = False  # the ack commands in mail name the office
+        # in a multi-office deployment the ack commands in mail name the office
+        self.multi_office = card.rules.office_path is not None
 
     @property
     def rules(self) -> RuleSet:
