@@ -56,8 +56,9 @@ a transaction), as the CLI and the HTTP door already expect.
 **Connections.** A SQLite connection as :func:`.db.connect` opens it
 (``isolation_level=None``); a PostgreSQL one as :func:`.postgres.connect` opens it
 (autocommit). Both hand rows back as tuples (``bytea`` as ``bytes``, ``bigint`` as
-``int``). :attr:`Db.connection` is the connection itself, for the rare statement that is
-one engine's own.
+``int``); fetch only from a statement that returns rows (PostgreSQL raises otherwise), and
+read ``rowcount`` only after a write. :attr:`Db.connection` is the connection itself, for
+the rare statement that is one engine's own.
 """
 
 from __future__ import annotations
