@@ -1,5 +1,6 @@
-"""Outbox and delivery against a real SMTP server (aiosmtpd), a real SQLite file and a
-fake clock: time moves only when a test sets it, and nothing sleeps."""
+"""Outbox and delivery against a real SMTP server (aiosmtpd), a real database (a SQLite
+file, and a PostgreSQL database: the outbox tests run on both) and a fake clock: time
+moves only when a test sets it, and nothing sleeps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -31,7 +32,7 @@ from bsc_rules.notify.mailer import (
 )
 from bsc_rules.notify.notices import Mail
 from bsc_rules.notify.outbox import Outbox, RetryPolicy
-from bsc_rules.store.db import transaction
+from bsc_rules.store.sqlconn import Db
 from bsc_rules.store.sqlite import SQLiteStore
 from tests.smtp_server import Received, SmtpServer
 
@@ -86,13 +87,40 @@ def open_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
+Opener = Callable[[], Db]  # a new connection to the same office's database
+ENGINES = ("sqlite", "postgres")
+
+
+@pytest.fixture(params=ENGINES)
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Connections to one office's database: a SQLite file, or an office in PostgreSQL."""
+    opened: list[Db] = []
+
+    def sqlite() -> Db:
+        opened.append(Db(open_db(tmp_path / "office.db")))
+        return opened[-1]
+
+    def postgres() -> Db:
+        from bsc_rules.store.postgres import connect
+
+        opened.append(Db(connect(url), office="datong"))
+        return opened[-1]
+
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+    yield postgres if request.param == "postgres" else sqlite
+    for db in opened:
+        db.connection.close()
+
+
 @dataclass
 class Rig:
-    """An outbox on a real file, a mailer and a fake clock."""
+    """An outbox on a real database, a mailer and a fake clock."""
 
     outbox: Outbox
     mailer: Mailer
     clock: FakeClock
+    reopen: Opener
     policy: RetryPolicy = NO_JITTER
 
     def enqueue(self, *mails: Mail | bytes) -> list[bool]:
@@ -100,7 +128,7 @@ class Rig:
 
     def enqueue_into(self, outbox: Outbox, *mails: Mail | bytes) -> list[bool]:
         """Enqueue ``mails`` as overdue notices, now, in one transaction."""
-        with transaction(outbox.conn):
+        with outbox.db.transaction():
             now = to_us(self.clock.now())
             return [outbox.enqueue(m, kind="overdue", now_us=now) for m in mails]
 
@@ -118,12 +146,10 @@ def server() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, server: SmtpServer) -> Iterator[Rig]:
-    """An outbox in the event log's file, delivering to ``server``."""
-    conn = open_db(tmp_path / "office.db")
+def rig(opener: Opener, server: SmtpServer) -> Rig:
+    """An outbox in the event log's database, delivering to ``server``."""
     mailer = SmtpMailer(server.host, server.port, security="none", timeout=2.0)
-    yield Rig(Outbox(conn, render=render), mailer, FakeClock(T0))
-    conn.close()
+    return Rig(Outbox(opener(), render=render), mailer, FakeClock(T0), opener)
 
 
 def ids(received: Sequence[Received]) -> Counter[str]:
@@ -368,53 +394,49 @@ class CrashAfterSend:
         raise Crash
 
 
-def test_crash_after_send_resends_with_the_same_message_id(
-    tmp_path: Path, rig: Rig, server: SmtpServer
-) -> None:
+def test_crash_after_send_resends_with_the_same_message_id(rig: Rig, server: SmtpServer) -> None:
     """A crash between sending and marking sent resends once, with the same Message-ID."""
     rig.enqueue(mail(1))
     with pytest.raises(Crash):
         deliver_due(rig.outbox, CrashAfterSend(rig.mailer), rig.clock)
-    restarted = Outbox(open_db(tmp_path / "office.db"), render=render)
+    restarted = Outbox(rig.reopen(), render=render)
     assert deliver_due(restarted, rig.mailer, rig.clock).sent == [mid(1)]
     assert ids(server.received) == {mid(1): 2}
     assert deliver_due(restarted, rig.mailer, rig.clock).attempted == 0
-    restarted.conn.close()
 
 
 def record_overdue(outbox: Outbox, *, crash: bool) -> None:
     """What the alert pipeline does: a transition row and its notice, in one transaction."""
-    with transaction(outbox.conn) as conn:
-        conn.execute("INSERT INTO alert_transitions VALUES ('BP1.1/42', 'overdue')")
+    with outbox.db.transaction() as db:
+        db.execute("INSERT INTO alert_transitions VALUES ('BP1.1/42', 'overdue')")
         outbox.enqueue(mail(1), kind="overdue", alert_key="BP1.1/42", now_us=T0_US)
         if crash:
             msg = "crash before commit"
             raise RuntimeError(msg)
 
 
-def test_rolled_back_transaction_leaves_no_outbox_row(tmp_path: Path, rig: Rig) -> None:
+def test_rolled_back_transaction_leaves_no_outbox_row(rig: Rig) -> None:
     """The outbox row commits or rolls back with the alert transition written beside it."""
-    conn = rig.outbox.conn
-    conn.execute("CREATE TABLE alert_transitions (alert_key TEXT, state TEXT)")
+    db = rig.outbox.db
+    db.execute("CREATE TABLE alert_transitions (alert_key TEXT, state TEXT)")
     with pytest.raises(RuntimeError, match="before commit"):
         record_overdue(rig.outbox, crash=True)
     assert rig.outbox.items() == []
-    assert conn.execute("SELECT count(*) FROM alert_transitions").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM alert_transitions").fetchone() == (0,)
     record_overdue(rig.outbox, crash=False)
-    other = sqlite3.connect(tmp_path / "office.db")
-    assert other.execute("SELECT alert_key, status FROM outbox").fetchall() == [
+    other = rig.reopen()  # another connection sees what was committed
+    assert other.execute("SELECT alert_key, status FROM outbox WHERE {office}").fetchall() == [
         ("BP1.1/42", "pending")
     ]
     assert other.execute("SELECT count(*) FROM alert_transitions").fetchone() == (1,)
-    other.close()
 
 
 def test_messages_without_a_usable_message_id_are_refused(rig: Rig) -> None:
     """The outbox keys on the Message-ID: none, or one the renderer changed, is an error."""
     headless = render(mail(1)).replace(f"Message-ID: {mid(1)}\r\n".encode(), b"")
-    with pytest.raises(UsageError, match="no Message-ID"), transaction(rig.outbox.conn):
+    with pytest.raises(UsageError, match="no Message-ID"), rig.outbox.db.transaction():
         rig.outbox.enqueue(headless, kind="overdue", now_us=T0_US)
-    renamed = Outbox(rig.outbox.conn, render=lambda m: render(mail(2)))
+    renamed = Outbox(rig.outbox.db, render=lambda m: render(mail(2)))
     with pytest.raises(UsageError, match="rendered message has Message-ID"):
         rig.enqueue_into(renamed, mail(1))
     assert rig.outbox.items() == []
@@ -430,7 +452,7 @@ def maildir_run(tmp_path: Path, name: str) -> dict[str, bytes]:
     """Enqueue and deliver three messages into a fresh Maildir; return its new/ files."""
     conn = open_db(tmp_path / f"{name}.db")
     target = tmp_path / name
-    rig = Rig(Outbox(conn, render=render), MaildirMailer(target), FakeClock(T0))
+    rig = Rig(Outbox(conn, render=render), MaildirMailer(target), FakeClock(T0), lambda: Db(conn))
     rig.enqueue(*(mail(n, date=T0_US + n * MINUTE) for n in range(3)))
     assert len(rig.at(T0_US).sent) == 3
     conn.close()

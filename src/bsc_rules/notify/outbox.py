@@ -1,9 +1,11 @@
 """The transactional outbox: every notification is written here before it is sent.
 
-The outbox lives in the same SQLite file as the event log (its own table). The alert
-pipeline writes its transition rows and :meth:`Outbox.enqueue` in one transaction::
+The outbox lives in the same database as the event log (its own table: one office's in a
+SQLite file, each office's rows by ``office`` in PostgreSQL; see
+:class:`bsc_rules.store.sqlconn.Db`). The alert pipeline writes its transition rows and
+:meth:`Outbox.enqueue` in one transaction::
 
-    with transaction(conn):
+    with outbox.db.transaction():  # or store.db.transaction(conn) on SQLite
         ...  # alert transition rows
         outbox.enqueue(mail, kind="overdue", alert_key=key, now_us=now)
 
@@ -17,29 +19,33 @@ a failure is retried after an exponential backoff (:class:`RetryPolicy`) and par
 undeliverable at once on a permanent (5xx) error or when the retry budget is spent.
 :meth:`Outbox.retry` puts parked mail back in the queue.
 
-The outbox expects the connection of :mod:`bsc_rules.store.sqlite` (``isolation_level=None``:
-transactions are explicit ``BEGIN IMMEDIATE`` / ``COMMIT``) and one delivering process.
+The outbox takes a :class:`~bsc_rules.store.sqlconn.Db` (of one office) or a connection
+it wraps in one: SQLite's of :mod:`bsc_rules.store.sqlite` (``isolation_level=None``:
+transactions are explicit ``BEGIN IMMEDIATE`` / ``COMMIT``), PostgreSQL's with the office;
+and one delivering process per office.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from email.utils import getaddresses
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND
 from bsc_rules.errors import UsageError
 from bsc_rules.notify.notices import Mail
 from bsc_rules.notify.render import to_bytes
 from bsc_rules.privacy import mask_text
-from bsc_rules.store.db import transaction
+from bsc_rules.store.sqlconn import Db
+
+if TYPE_CHECKING:
+    from bsc_rules.store.sqlconn import AnyConnection
 
 Status = Literal["pending", "sent", "parked"]
 Render = Callable[[Mail], bytes]
@@ -168,15 +174,26 @@ def _item(row: tuple[Any, ...]) -> OutboxItem:
     return OutboxItem(**values)
 
 
-class Outbox:
-    """The outbox table (created by :mod:`bsc_rules.store.db`) on a SQLite connection
-    shared with the event log."""
+_INSERT = (
+    "INSERT INTO outbox ({office_col}message_id, created_us, send_after_us, sender,"
+    " recipients, subject, body, alert_key, kind, next_attempt_us)"
+    " VALUES ({office_val}?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+# Parked mail put back: due at ``now_us`` or at its creation, the earlier.
+_RETRY = (
+    "UPDATE outbox SET status = 'pending', attempts = 0,"
+    " next_attempt_us = CASE WHEN created_us < ? THEN created_us ELSE ? END,"
+    " send_after_us = ? WHERE {office} AND status = 'parked'"
+)
 
-    def __init__(self, conn: sqlite3.Connection, render: Render | None = None) -> None:
-        if conn.isolation_level is not None:
-            msg = "the outbox needs a connection with isolation_level=None (explicit BEGIN)"
-            raise UsageError(msg)
-        self.conn = conn
+
+class Outbox:
+    """The outbox table (created by :mod:`bsc_rules.store.db`) of one office, on the
+    connection of its event log (a :class:`Db`, or a connection wrapped in one)."""
+
+    def __init__(self, db: Db | AnyConnection, render: Render | None = None) -> None:
+        self.db = Db.of(db)
+        self.conn = self.db.connection  # the connection itself, as callers used to reach it
         self._render = render or to_bytes
 
     def enqueue(
@@ -189,22 +206,20 @@ class Outbox:
         send_after_us: int | None = None,
     ) -> bool:
         """Add a message to send at ``send_after_us`` (default ``now_us``), inside the
-        caller's open transaction (see :func:`transaction`); it does not commit.
+        caller's open transaction (see :meth:`Db.transaction`); it does not commit.
 
         ``mail`` is a :class:`Mail` (rendered here) or the RFC 5322 bytes; either way
         Message-ID, envelope sender and recipients (From, To and Cc addresses) and
         Subject are read from the message's headers. Return False when the Message-ID is
         already in the outbox, whatever its status: then nothing changes.
         """
-        if not self.conn.in_transaction:
-            msg = "enqueue runs inside the caller's transaction: use `with transaction(conn)`"
+        if not self.db.in_transaction:
+            msg = "enqueue runs inside the caller's transaction: use `with db.transaction()`"
             raise UsageError(msg)
         body, env = self._prepare(mail)
         due = now_us if send_after_us is None else send_after_us
-        cur = self.conn.execute(
-            "INSERT OR IGNORE INTO outbox (message_id, created_us, send_after_us, sender,"
-            " recipients, subject, body, alert_key, kind, next_attempt_us)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        cur = self.db.execute(
+            _INSERT,
             (env.message_id, now_us, due, env.sender, json.dumps(env.recipients),
              env.subject, body, alert_key, kind, due),
         )  # fmt: skip
@@ -223,16 +238,17 @@ class Outbox:
 
     def get(self, message_id: str) -> OutboxItem | None:
         """The message with this Message-ID, if it is in the outbox."""
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?",
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE {{office}} AND message_id = ?",
             (normal_message_id(message_id),),
         ).fetchone()
         return None if row is None else _item(row)
 
     def due(self, now_us: int) -> list[OutboxItem]:
         """Pending messages whose next attempt is at or before ``now_us``, oldest first."""
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_us <= ?"
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM outbox"
+            " WHERE {office} AND status = 'pending' AND next_attempt_us <= ?"
             " ORDER BY send_after_us, created_us, message_id",
             (now_us,),
         )
@@ -249,9 +265,11 @@ class Outbox:
 
     def items(self, status: Status | None = None) -> list[OutboxItem]:
         """Every message (or those with ``status``), oldest first: ``bsc-rules outbox``."""
-        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY created_us, message_id", params
+        where, params = (" AND status = ?", (status,)) if status else ("", ())
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM outbox WHERE {{office}}{where}"
+            " ORDER BY created_us, message_id",
+            params,
         )
         return [_item(r) for r in rows]
 
@@ -261,10 +279,10 @@ class Outbox:
 
     def mark_sent(self, message_id: str, now_us: int) -> None:
         """Record that a pending message was accepted by the server at ``now_us``."""
-        with transaction(self.conn):
-            self.conn.execute(
+        with self.db.transaction():
+            self.db.execute(
                 "UPDATE outbox SET status = 'sent', sent_us = ?, attempts = attempts + 1"
-                " WHERE message_id = ? AND status = 'pending'",
+                " WHERE {office} AND message_id = ? AND status = 'pending'",
                 (now_us, normal_message_id(message_id)),
             )
 
@@ -279,7 +297,7 @@ class Outbox:
     ) -> OutboxItem:
         """Record a failed send: schedule the next attempt by ``policy``, or park the
         message if the error is permanent or the retry budget is spent."""
-        with transaction(self.conn):
+        with self.db.transaction():
             item = self._require(message_id, "pending")
             attempts = item.attempts + 1
             park = permanent or policy.exhausted(attempts, now_us - item.send_after_us)
@@ -291,9 +309,9 @@ class Outbox:
                 next_attempt_us=now_us + wait,
                 last_error=mask_text(error)[:_ERROR_LIMIT],
             )
-            self.conn.execute(
+            self.db.execute(
                 "UPDATE outbox SET status = ?, attempts = ?, next_attempt_us = ?,"
-                " last_error = ? WHERE message_id = ?",
+                " last_error = ? WHERE {office} AND message_id = ?",
                 (updated.status, attempts, updated.next_attempt_us, updated.last_error,
                  item.message_id),
             )  # fmt: skip
@@ -314,14 +332,12 @@ class Outbox:
         earlier, so that a replay on simulated time after a retry on the wall clock
         delivers it too. Return the Message-IDs put back, oldest first."""
         where, params = "", []
-        with transaction(self.conn):
+        with self.db.transaction():
             if message_id is not None:
-                where = "AND message_id = ?"
+                where = " AND message_id = ?"
                 params.append(self._require(message_id, "parked").message_id)
-            rows = self.conn.execute(
-                "UPDATE outbox SET status = 'pending', attempts = 0,"
-                " next_attempt_us = MIN(created_us, ?), send_after_us = ?"
-                f" WHERE status = 'parked' {where} RETURNING message_id, created_us",
-                (now_us, now_us, *params),
+            rows = self.db.execute(
+                f"{_RETRY}{where} RETURNING message_id, created_us",
+                (now_us, now_us, now_us, *params),
             ).fetchall()
         return [mid for mid, _ in sorted(rows, key=lambda r: (r[1], r[0]))]

@@ -187,3 +187,9 @@ PARTITION_CREATE = "CREATE TABLE {name} PARTITION OF events FOR VALUES IN ({offi
 # is a cursor that never skips a row (concurrent transactions would commit a lower seq
 # after a reader had moved past it). The office's one service writes; others rarely.
 OFFICE_WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7262381))"
+
+# Every transaction on an office's other tables (alerts, runs, outbox, notes: see
+# sqlconn.Db.transaction) takes this lock first: SQLite's BEGIN IMMEDIATE, per office, so a
+# block that reads and then writes loses no other writer's update. Another key than the
+# log's (seed 7262382): appending events never waits for an alert transaction.
+OFFICE_TABLES_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7262382))"

@@ -24,6 +24,7 @@ from bsc_rules.privacy import mask_text
 from bsc_rules.store import pg_schema
 from bsc_rules.store.base import KeepsOwnWrites, OwnWrites, Verdict
 from bsc_rules.store.db import migrate
+from bsc_rules.store.sqlconn import Db
 
 _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS staging (ord int4, source text, id text, type text,"
@@ -160,6 +161,12 @@ class PostgresStore(KeepsOwnWrites):
     def connection(self) -> psycopg.Connection[Any]:
         """The connection, for tables that share the log's transactions."""
         return self._conn
+
+    @property
+    def db(self) -> Db:
+        """The connection as the seam of this office's other tables (alerts, runs, outbox,
+        notes: :mod:`.sqlconn`), scoped to the office, sharing the log's transactions."""
+        return Db(self._conn, self.office)
 
     def _check_office(self, events: Sequence[Event]) -> None:
         for e in events:

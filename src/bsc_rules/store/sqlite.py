@@ -18,6 +18,7 @@ from bsc_rules.events import Event, Rejection, content_digest, same_content
 from bsc_rules.privacy import mask_text
 from bsc_rules.store.base import KeepsOwnWrites, OwnWrites, Verdict
 from bsc_rules.store.db import open_database, transaction
+from bsc_rules.store.sqlconn import Db
 
 _INSERT = (
     "INSERT INTO events (source, id, type, time_us, subject, digest, body)"
@@ -95,6 +96,12 @@ class SQLiteStore(KeepsOwnWrites):
     def connection(self) -> sqlite3.Connection:
         """The connection, for tables that share the log's transactions (the outbox)."""
         return self._conn
+
+    @property
+    def db(self) -> Db:
+        """The connection as the seam of the office's other tables (alerts, runs, outbox,
+        notes: :mod:`.sqlconn`), sharing the log's transactions."""
+        return Db(self._conn)
 
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
