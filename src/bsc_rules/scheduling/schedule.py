@@ -12,6 +12,7 @@ from bsc_rules.alerts.pipeline import Pipeline
 from bsc_rules.calendar import TAIPEI, from_us, to_us
 from bsc_rules.clock import FakeClock
 from bsc_rules.notify.mailer import Mailer, deliver_due
+from bsc_rules.notify.outbox import Outbox
 from bsc_rules.officecal import OfficeCalendar
 
 
@@ -102,13 +103,29 @@ def missed_months(
     return months
 
 
+def decide_tick(pipeline: Pipeline, schedule: Schedule, now: int, start: int) -> list[str]:
+    """What the service decides at one instant: evaluate, and every digest owed since
+    ``start`` (a missed one too, once each: the runs table). The mail decided is in the
+    outbox, committed, on return; nothing is sent. Return the Message-IDs queued."""
+    queued = pipeline.evaluate(now)
+    for year, month in schedule.missed_months(start, now):
+        queued += pipeline.send_digests(year, month, now)
+    return queued
+
+
+def deliver(outbox: Outbox, mailer: Mailer, now: int) -> tuple[list[str], list[str]]:
+    """Send what ``outbox`` holds due at ``now``, each outcome recorded at ``now`` (the
+    outbox may be on a connection of its own: it reads and writes only its table).
+    Return the Message-IDs sent and those parked."""
+    report = deliver_due(outbox, mailer, FakeClock(from_us(now)))
+    return report.sent, [f.message_id for f in report.parked]
+
+
 def run_tick(
     pipeline: Pipeline, schedule: Schedule, mailer: Mailer, now: int, start: int
 ) -> tuple[list[str], list[str], list[str]]:
-    """Everything the service does at one instant: evaluate, digests, delivery."""
-    queued = pipeline.evaluate(now)
-    # every digest owed since the service began (a missed one too), once each: runs table
-    for year, month in schedule.missed_months(start, now):
-        queued += pipeline.send_digests(year, month, now)
-    report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
-    return queued, report.sent, [f.message_id for f in report.parked]
+    """Everything the service does at one instant: decide, then deliver (a replay calls
+    this; the live service delivers outside its lock, see :mod:`.service`)."""
+    queued = decide_tick(pipeline, schedule, now, start)
+    sent, parked = deliver(pipeline.outbox, mailer, now)
+    return queued, sent, parked
