@@ -7,8 +7,8 @@ its queue, the scheduler stops and the database is closed.
 
 Before serving, what the start built (the modules imported, the rules, the state rebuilt
 from the log) is frozen out of the garbage collector (:func:`freeze_startup`): a full
-collection then walks only what came after, not ~60,000 objects of imports, and a request
-that meets one waits ~5 ms, not 20-30 (docs/benchmarks.md, "HTTP door").
+collection then walks only what came after, not the ~70,000 objects of the start, and
+takes 1-4 ms instead of 15-45 (docs/benchmarks.md, "The batch-of-100 p99").
 """
 
 from __future__ import annotations
