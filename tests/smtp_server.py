@@ -3,7 +3,8 @@
 :class:`SmtpServer` listens on a free port and keeps what it accepts in
 :attr:`SmtpServer.received`. Its :class:`Behaviour` makes it misbehave on demand:
 refuse chosen recipients (``refuse``), answer the next N messages with an error
-(``fail_next``) or drop the connection in the middle of DATA (``drop_next``). It can be
+(``fail_next``), drop the connection in the middle of DATA (``drop_next``) or keep a
+message waiting in DATA until the test sets an event (``hold``). It can be
 stopped and started again on the same port, so "the server is down" is a stopped
 server. Replies are sent only after the handler has stored the message, so a client
 that got ``250`` can read :attr:`received` at once: nothing needs to wait.
@@ -14,6 +15,7 @@ module with ``pytest_plugins = ["tests.smtp_server"]`` in the root conftest).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 HOST = "127.0.0.1"
+HOLD_LIMIT_S = 120  # a held message waits at most this long (a failing test ends anyway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class Behaviour:
     refuse: dict[str, str] = field(default_factory=dict)  # recipient → reply, e.g. "550 …"
     fail_next: list[str] = field(default_factory=list)  # replies to the next DATA commands
     drop_next: int = 0  # connections to close in the middle of DATA
+    hold: threading.Event | None = None  # while not set, DATA waits (the client hears nothing)
+    holding: threading.Event = field(default_factory=threading.Event)  # a message waits
 
 
 class _Handler:
@@ -85,6 +90,10 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        hold = self.behaviour.hold
+        if hold is not None and not hold.is_set():
+            self.behaviour.holding.set()
+            await asyncio.get_running_loop().run_in_executor(None, hold.wait, HOLD_LIMIT_S)
         with self.lock:
             behaviour = self.behaviour
             if behaviour.drop_next > 0:

@@ -304,3 +304,21 @@ def test_the_core_stays_light_and_serve_without_the_extra_says_how(tmp_path: Pat
     done = subprocess.run([sys.executable, "-c", hidden], capture_output=True, cwd=tmp_path)
     assert done.returncode == 1
     assert "pip install 'bsc-rules[http]'" in done.stderr.decode()
+
+
+def test_the_start_is_frozen_out_of_the_collector_before_serving() -> None:
+    """What the start built is left out of every later full collection (the batch p99 of
+    docs/benchmarks.md); run in a process of its own, not to freeze pytest's objects."""
+    code = (
+        "import gc\n"
+        "from bsc_rules.http.serve import freeze_startup\n"
+        "started = len(gc.get_objects())\n"
+        "freeze_startup()\n"
+        "later = [[n] for n in range(100)]\n"
+        "print(started, gc.get_freeze_count(), len(gc.get_objects()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    started, frozen, tracked = map(int, out.stdout.split())
+    assert started > 10_000  # the imports alone
+    assert frozen >= started // 2
+    assert tracked < 1_000  # what came after: the 100 lists and little else

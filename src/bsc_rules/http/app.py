@@ -231,9 +231,11 @@ def _plus(text: str) -> str:
 
 
 def _access(request: Request, status: int, office: str | None, count: int | None = None) -> None:
-    """One log line per answer: method, path (never the query: it may hold a token)."""
+    """One log line per answer: method, path (never the query: it may hold a token). The
+    path is the scope's: ``request.url`` would build the whole URL (host header parsed,
+    reassembled) for every request."""
     extra = "" if count is None else f" events={count}"
-    log.info(f"{office or '-'} {request.method} {request.url.path} {status}{extra}")
+    log.info(f"{office or '-'} {request.method} {request.scope['path']} {status}{extra}")
 
 
 def create_app(

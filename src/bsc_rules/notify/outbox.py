@@ -256,8 +256,8 @@ class Outbox:
 
     def next_attempt(self, after: int) -> int | None:
         """The earliest next attempt of a pending message later than ``after``, if any."""
-        row = self.conn.execute(
-            "SELECT MIN(next_attempt_us) FROM outbox WHERE status = 'pending'"
+        row = self.db.execute(
+            "SELECT MIN(next_attempt_us) FROM outbox WHERE {office} AND status = 'pending'"
             " AND next_attempt_us > ?",
             (after,),
         ).fetchone()

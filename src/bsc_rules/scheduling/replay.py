@@ -15,14 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bsc_rules.alerts.pipeline import Pipeline
-from bsc_rules.calendar import from_us
-from bsc_rules.clock import FakeClock
 from bsc_rules.events import Event
-from bsc_rules.notify.mailer import Mailer, deliver_due
-from bsc_rules.scheduling.schedule import (
-    Schedule,
-    run_tick,
-)
+from bsc_rules.notify.mailer import Mailer
+from bsc_rules.scheduling.schedule import Schedule, deliver, run_tick
 from bsc_rules.scorecard import IngestSummary
 
 
@@ -75,9 +70,9 @@ def replay(
         now = nxt
         _tick(pipeline, schedule, mailer, now, summary)
     if now is not None:  # mail decided before an interruption and not yet sent
-        report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
-        summary.sent += report.sent
-        summary.undeliverable += [f.message_id for f in report.parked]
+        sent, parked = deliver(pipeline.outbox, mailer, now)
+        summary.sent += sent
+        summary.undeliverable += parked
     summary.end = now
     return summary
 

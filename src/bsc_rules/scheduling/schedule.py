@@ -12,6 +12,7 @@ from bsc_rules.alerts.pipeline import Pipeline
 from bsc_rules.calendar import TAIPEI, from_us, local_date, to_us
 from bsc_rules.clock import FakeClock
 from bsc_rules.notify.mailer import Mailer, deliver_due
+from bsc_rules.notify.outbox import Outbox
 from bsc_rules.officecal import OfficeCalendar
 
 
@@ -140,18 +141,35 @@ def missed_months(
     return months
 
 
+def decide_tick(pipeline: Pipeline, schedule: Schedule, now: int, start: int) -> list[str]:
+    """What the service decides at one instant: every digest owed since ``start`` (a
+    missed one too, once each: the runs table; first, so that the December digest still
+    lists the year's alerts that the morning mail then ends), then today's morning mail
+    and director's list if not yet decided (not one due before the first start). The mail
+    decided is in the outbox, committed, on return; nothing is sent. Return the
+    Message-IDs queued."""
+    queued: list[str] = []
+    for year, month in schedule.missed_months(start, now):
+        queued += pipeline.send_digests(year, month, now)
+    day = schedule.lists_day(now)
+    if day is not None and schedule.lists_instant(day) >= start and not pipeline.lists_sent(day):
+        queued += pipeline.morning(now)
+    return queued
+
+
+def deliver(outbox: Outbox, mailer: Mailer, now: int) -> tuple[list[str], list[str]]:
+    """Send what ``outbox`` holds due at ``now``, each outcome recorded at ``now`` (the
+    outbox may be on a connection of its own: it reads and writes only its table).
+    Return the Message-IDs sent and those parked."""
+    report = deliver_due(outbox, mailer, FakeClock(from_us(now)))
+    return report.sent, [f.message_id for f in report.parked]
+
+
 def run_tick(
     pipeline: Pipeline, schedule: Schedule, mailer: Mailer, now: int, start: int
 ) -> tuple[list[str], list[str], list[str]]:
-    """Everything the service does at one instant: the digests owed (first: the December
-    digest still lists the alerts of the year that the morning mail then ends), today's
-    morning mail and director's list if not yet decided, delivery."""
-    queued: list[str] = []
-    # every digest owed since the service began (a missed one too), once each: runs table
-    for year, month in schedule.missed_months(start, now):
-        queued += pipeline.send_digests(year, month, now)
-    day = schedule.lists_day(now)  # today's, unless it was due before the first start
-    if day is not None and schedule.lists_instant(day) >= start and not pipeline.lists_sent(day):
-        queued += pipeline.morning(now)
-    report = deliver_due(pipeline.outbox, mailer, FakeClock(from_us(now)))
-    return queued, report.sent, [f.message_id for f in report.parked]
+    """Everything the service does at one instant: decide, then deliver (a replay calls
+    this; the live service delivers outside its lock, see :mod:`.service`)."""
+    queued = decide_tick(pipeline, schedule, now, start)
+    sent, parked = deliver(pipeline.outbox, mailer, now)
+    return queued, sent, parked

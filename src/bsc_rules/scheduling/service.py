@@ -3,8 +3,14 @@
 :class:`Service` does, at each scheduled instant, what a replay does at the same instant
 (:func:`bsc_rules.scheduling.schedule.run_tick`): send the digests due, decide the
 morning mail and the director's list once on each working day from ``lists.hour`` on,
-deliver the outbox. APScheduler (3.11, the only module that imports it) decides *when*: a
-tick every ``tick_minutes`` from local midnight in Asia/Taipei (the instants of
+deliver the outbox. It decides (:func:`~bsc_rules.scheduling.schedule.decide_tick`) under
+its lock and delivers (:func:`~bsc_rules.scheduling.schedule.deliver`) after releasing it,
+through an outbox on a second connection to the same SQLite file (WAL): a slow or failing
+SMTP server holds up only the mail, never the events written meanwhile (the HTTP door
+takes the same lock).
+
+APScheduler (3.11, the only module that imports it) decides *when*: a tick every
+``tick_minutes`` from local midnight in Asia/Taipei (the instants of
 :class:`bsc_rules.scheduling.schedule.Schedule`; they deliver, retry and send a morning
 mail missed while down, the same day only) and a run every day at the office file's
 ``lists.hour``:00 and ``digest.hour``:00.
@@ -29,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -46,11 +53,12 @@ from bsc_rules.calendar import TAIPEI, iso, roc_year, to_us
 from bsc_rules.clock import Clock, SystemClock
 from bsc_rules.errors import BscRulesError
 from bsc_rules.notify.mailer import Mailer, SmtpMailer
+from bsc_rules.notify.outbox import Outbox
 from bsc_rules.privacy import mask_text
-from bsc_rules.scheduling.schedule import Schedule, missed_months, run_tick
+from bsc_rules.scheduling.schedule import Schedule, decide_tick, deliver, missed_months
 from bsc_rules.scorecard import Ingested, IngestSummary
 from bsc_rules.settings import Settings
-from bsc_rules.store.db import transaction
+from bsc_rules.store.db import connect, transaction
 from bsc_rules.store.lock import ServiceLock
 
 __all__ = [
@@ -143,8 +151,10 @@ class Service:
     :class:`~bsc_rules.store.lock.DatabaseBusy` naming the holder; :meth:`close` (or the
     end of the process) releases it.
 
-    Every method that touches the database holds one lock: the scheduler's thread and the
-    thread reading standard input share the pipeline's SQLite connection.
+    Every method that touches the pipeline holds one lock (:attr:`lock`): the scheduler's
+    thread, the thread reading standard input and the HTTP door share the pipeline's SQLite
+    connection. Delivery alone runs outside it, on the outbox's own connection
+    (:meth:`deliver`), one delivery at a time.
     """
 
     def __init__(
@@ -161,7 +171,7 @@ class Service:
         try:
             self.mailer = mailer if mailer is not None else mailer_for(settings)
             self._owned = pipeline is None
-            self.pipeline = pipeline if pipeline is not None else open_pipeline(settings)
+            self.pipeline, self._outbox = _open(settings, pipeline)
         except BaseException:
             self._db_lock.release()
             raise
@@ -171,6 +181,10 @@ class Service:
         self.schedule = Schedule.of(self.pipeline, settings.tick_minutes)
         self.scheduler: Any = None
         self._lock = threading.RLock()
+        # one delivery at a time; a pipeline in memory has no second connection: its own
+        # outbox then, under the service lock
+        own_conn = self._outbox is not self.pipeline.outbox
+        self._delivering = threading.Lock() if own_conn else self._lock
         self._start: int | None = None
 
     @property
@@ -202,19 +216,28 @@ class Service:
             for year, month in schedule.missed_months(start, now):
                 if not self.pipeline.digest_sent(year, month):
                     _info(f"補寄月報：{roc_year(year)}年{month}月")
-            return self.tick(now)  # run_tick sends every digest still owed, once each
+        return self.tick(now)  # the tick sends every digest still owed, once each
 
     def tick(self, now: int) -> TickResult:
-        """One scheduled run at ``now``: pick up others' events, then what replay does."""
+        """One scheduled run at ``now``: pick up others' events, then what replay does;
+        the mail decided is committed under the lock and delivered after it."""
         with self._lock:
             picked = self.pick_up()
             self._reread_calendar()
-            queued, sent, parked = run_tick(
-                self.pipeline, self.schedule, self.mailer, now, self.started(now)
-            )
+            queued = decide_tick(self.pipeline, self.schedule, now, self.started(now))
+        sent, parked = self.deliver(now)
         for message_id in parked:
             _warn(f"郵件無法投遞，已擱置：{message_id}")
         return TickResult(picked, tuple(queued), tuple(sent), tuple(parked))
+
+    def deliver(self, now: int) -> tuple[list[str], list[str]]:
+        """Send the outbox's mail due at ``now`` and record each outcome: outside the
+        service lock, on the outbox's own connection, so that ingest goes on while an SMTP
+        server is slow or retried. One delivery at a time: each message is marked sent
+        (a short transaction of its own) before the next delivery reads what is due.
+        Return the Message-IDs sent and those parked."""
+        with self._delivering:
+            return deliver(self._outbox, self.mailer, now)
 
     def _reread_calendar(self) -> None:
         """Closures are re-read before every evaluation (kpis.md); a broken rule folder
@@ -300,6 +323,9 @@ class Service:
     def close(self) -> None:
         """Shut down, and close the pipeline if this service opened it."""
         self.shutdown()
+        with self._delivering:  # a delivery running in another thread finishes first
+            if self._outbox is not self.pipeline.outbox:
+                self._outbox.conn.close()
         if self._owned:
             with self._lock:
                 self.pipeline.card.close()
@@ -310,6 +336,28 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open(settings: Settings, given: Pipeline | None) -> tuple[Pipeline, Outbox]:
+    """The pipeline (``given``, or opened over the settings' database) and the outbox that
+    delivers its mail (:func:`_delivery_outbox`); a pipeline opened here is closed again if
+    the outbox cannot be had."""
+    pipeline = given if given is not None else open_pipeline(settings)
+    try:
+        return pipeline, _delivery_outbox(pipeline)
+    except BaseException:
+        if given is None:
+            pipeline.card.close()
+        raise
+
+
+def _delivery_outbox(pipeline: Pipeline) -> Outbox:
+    """The outbox on a connection of its own to the pipeline's database file (WAL: its
+    reads and short writes go on beside the pipeline's), or the pipeline's own outbox for
+    a database in memory."""
+    rows: list[tuple[int, str, str]] = pipeline.conn.execute("PRAGMA database_list").fetchall()
+    file = next((f for _, name, f in rows if name == "main"), "")
+    return Outbox(connect(Path(file))) if file else pipeline.outbox
 
 
 # ---------------------------------------------------------------- bsc-rules run
