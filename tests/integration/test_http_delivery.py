@@ -44,10 +44,10 @@ def test_events_are_answered_while_the_smtp_server_holds_the_ticks_mail(
         mailer = SmtpMailer(smtp.host, smtp.port, "none", timeout=HOLD_LIMIT_S + 30)
         clock = FakeClock(MAY_10)
         with Service(settings, clock, mailer) as service:
-            # a BP1.1 case due on 9 May and never paid: the tick on 10 May mails it overdue
+            # a BP1.1 case due on 9 May and never paid: the morning mail of 11 May lists it
             late = orjson.dumps(applied("BS-SLOW-SMTP", "2017-05-01T10:00:00+08:00"))
             assert service.ingest(late).ok
-            now = to_us(clock.advance(timedelta(minutes=15)))
+            now = to_us(clock.advance(timedelta(hours=23)))  # 05-11 08:00
             smtp.behaviour.hold = hold
             ticked: list[TickResult] = []
             tick = threading.Thread(target=lambda: ticked.append(service.tick(now)))
