@@ -186,14 +186,6 @@ def _example_rows(data: dict[str, Any]) -> tuple[DigestRow, ...]:
     return tuple(rows)
 
 
-def _kind_of(key: str, subject: str) -> str:
-    """What an example notice was about, from its key and its subject's prefix."""
-    warning = subject.startswith("【KPI警示】")
-    if key.startswith("kpi:"):
-        return "breached" if warning else "at_risk"
-    return "overdue" if warning else "due_soon"
-
-
 def _example_digest(data: dict[str, Any]) -> DigestData:
     spec, recipients = data["digest"], data["recipients"]
 
@@ -203,10 +195,10 @@ def _example_digest(data: dict[str, Any]) -> DigestData:
     sent = tuple(
         SentLine(
             _at(at), subject, tuple(recipients[r] for r in to), key, ack,
-            kind=_kind_of(key, subject), sections=tuple(data["sections"][r] for r in to),
+            kind=kind, sections=tuple(data["sections"][r] for r in to),
             message_id=f"<{at}.{'-'.join(to)}@example>",
         )
-        for at, to, key, ack, subject in spec["notified"]
+        for at, to, key, ack, kind, subject in spec["notified"]
     )  # fmt: skip
     return DigestData(
         data["office"], spec["audience"], data["sections"][spec["audience"]],
