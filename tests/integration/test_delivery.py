@@ -209,13 +209,17 @@ def test_every_failed_attempt_is_logged_as_a_warning(
     assert iso(first.next_attempt_us or 0) in warnings[0]
 
 
-def test_server_absent_then_back_after_a_day(rig: Rig, server: SmtpServer) -> None:
-    """With the server down, attempts back off 1, 2, 4 … 60 min; it is sent once it is back."""
+def test_server_absent_all_day_parks_at_the_end_of_the_day(rig: Rig, server: SmtpServer) -> None:
+    """With the server down, attempts back off 1, 2, 4 … 60 min until the end of the day
+    the message was due; then it is parked (reported the next morning); put back, it is
+    sent once the server is back."""
     server.stop()
     rig.enqueue(mail(1))
     now, waits = T0_US, []
-    while now < T0_US + US_PER_DAY:
+    while True:
         report = rig.at(now)
+        if report.parked:
+            break
         [failure] = report.deferred
         assert f"{server.host}:{server.port}" in failure.error
         assert "connection refused" in failure.error
@@ -225,10 +229,31 @@ def test_server_absent_then_back_after_a_day(rig: Rig, server: SmtpServer) -> No
         now = failure.next_attempt_us
     assert waits[:8] == [1, 2, 4, 8, 16, 32, 60, 60]
     assert set(waits[6:]) == {60}
+    assert from_us(now).date() == T0.date()  # the last attempt on the message's own day
+    assert from_us(now + 60 * MINUTE).date() > T0.date()
+    assert rig.outbox.parked()[0].message_id == mid(1)
+    server.start()
+    assert rig.at(now + US_PER_DAY).attempted == 0  # parked: nothing goes by itself
+    assert rig.outbox.retry(now_us=now + US_PER_DAY) == [mid(1)]
+    assert rig.at(now + US_PER_DAY).sent == [mid(1)]
+    assert ids(server.received) == {mid(1): 1}
+
+
+def test_without_the_day_limit_it_retries_until_the_server_is_back(
+    rig: Rig, server: SmtpServer
+) -> None:
+    """`within_day=False`: the attempts go on past midnight; sent once it is back."""
+    server.stop()
+    rig.policy = RetryPolicy(jitter=0, within_day=False)
+    rig.enqueue(mail(1))
+    now = T0_US
+    while now < T0_US + US_PER_DAY:
+        [failure] = rig.at(now).deferred
+        assert failure.next_attempt_us is not None
+        now = failure.next_attempt_us
     server.start()
     assert rig.at(now).sent == [mid(1)]
     assert ids(server.received) == {mid(1): 1}
-    assert rig.outbox.items("sent")[0].attempts == len(waits) + 1
 
 
 @pytest.mark.parametrize(

@@ -204,3 +204,24 @@ def test_the_first_start_owes_no_morning_mail_of_its_own_day(office: Office) -> 
     assert office.tick("2017-03-23T15:00") == []
     friday = office.tick("2017-03-24T08:00")
     assert {str(m["X-BSC-Kind"]) for m in friday} >= {"morning"}
+
+
+def test_mail_parked_on_its_day_is_reported_in_the_next_morning_mail(office: Office) -> None:
+    """The section's mailbox refuses the 03-22 morning mail (a permanent error: parked at
+    once); the 03-23 morning mail says so, with the subject and the server's reason."""
+    office.ingest(applied())
+    office.server.behaviour.refuse[REGISTRATION] = "550 5.2.1 mailbox disabled"
+    pipeline = office.open()
+    mailer = SmtpMailer(office.server.host, office.server.port, security="none")
+    schedule = Schedule.of(pipeline, office.settings.tick_minutes)
+    _, _, parked = run_tick(pipeline, schedule, mailer, at("2017-03-22T08:00"), office.start)
+    assert len(parked) == 1
+    office.server.behaviour.refuse.clear()
+    [morning] = [m for m in office.tick("2017-03-23T08:00") if m["X-BSC-Kind"] == "morning"]
+    text = plain(morning)
+    assert "前次提醒後無法投遞之通知（1則" in text
+    assert "106/03/22 08:00　【KPI預警】戶籍登記課每日提醒（106年3月22日）" in text
+    assert re.search(r"原因：SMTP \S+ sending: 550 recipient \S+: 5.2.1 mailbox disabled", text)
+    assert "無法投遞1則" in str(morning["Subject"])
+    later = office.tick("2017-03-24T08:00")
+    assert all("無法投遞" not in plain(m) for m in later)  # reported once

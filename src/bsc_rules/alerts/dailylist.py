@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from bsc_rules.alerts.lifecycle import AlertRecord, Mention, Observation
 from bsc_rules.calendar import days_late, local_date, year_of
 from bsc_rules.measures.report import KpiResult
-from bsc_rules.notify.notices import AckLine, CaseRow, DailyList, KpiRow, kpi_info
+from bsc_rules.notify.notices import AckLine, CaseRow, DailyList, KpiRow, SentLine, kpi_info
 from bsc_rules.rules.office import DIRECTOR, SECTIONS
 from bsc_rules.rules.ruleset import RuleSet
 
@@ -105,10 +105,15 @@ class ListBuilder:
             ack=_ack(rec), ack_url=url,
         )  # fmt: skip
 
-    def build(self, plans: list[Plan]) -> list[DailyList]:
-        """The morning mail of every section with something to report, then the
-        director's list if it lists anything."""
+    def build(
+        self, plans: list[Plan], undelivered: dict[str, list[SentLine]] | None = None
+    ) -> list[DailyList]:
+        """The morning mail of every section with something to report (its rows, or its
+        mail parked since the previous morning mail: ``undelivered``), then the director's
+        list if it lists anything."""
         parts: dict[str, _Parts] = {}
+        for section, lines in (undelivered or {}).items():
+            parts.setdefault(section, _Parts()).undelivered.extend(lines)
         director, cc = _Parts(), []
         for plan in plans:
             if plan.mention is None or plan.seen is None:
@@ -145,6 +150,7 @@ class ListBuilder:
             due_soon=_by_due(parts.due_soon),
             closed=tuple(sorted(parts.closed, key=lambda r: (r.closed or 0, r.subject))),
             kpis=tuple(parts.kpis),
+            undelivered=tuple(parts.undelivered),
             cc_names=tuple(office.sections[c].name for c in cc),  # type: ignore[index]
             escalation_days=office.alerts.escalation_days,
             warning_window_days=office.alerts.warning_window_days,
@@ -162,6 +168,7 @@ class _Parts:
     due_soon: list[CaseRow] = field(default_factory=list)
     closed: list[CaseRow] = field(default_factory=list)
     kpis: list[KpiRow] = field(default_factory=list)
+    undelivered: list[SentLine] = field(default_factory=list)
 
     def add(self, row: CaseRow) -> None:
         if row.closed is not None:

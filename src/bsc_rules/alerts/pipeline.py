@@ -26,7 +26,7 @@ from bsc_rules.calendar import last_allowed_day, local_date, year_of
 from bsc_rules.measures.cases import case_due, case_end, case_opened
 from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.digest import DigestInputs, Told, build_digests
-from bsc_rules.notify.notices import DailyList, NoteLine
+from bsc_rules.notify.notices import DailyList, NoteLine, SentLine
 from bsc_rules.notify.outbox import Outbox
 from bsc_rules.rules.office import DIRECTOR, addr_spec
 from bsc_rules.rules.ruleset import RuleSet
@@ -173,15 +173,34 @@ class Pipeline:
             plans = self.plan(report, self.alerts.load(), now)
             for p in plans:
                 self._record(p, now)
+            undelivered = self._parked_since_last_lists(now)
 
             def link(key: str, state: str, since: int) -> str | None:
                 return self._ack_url(key, state, since, now)
 
             builder = ListBuilder(self.rules, now, link, multi_office=self.multi_office)
-            queued = [self._enqueue(data, day) for data in builder.build(plans)]
+            queued = [self._enqueue(data, day) for data in builder.build(plans, undelivered)]
             self.conn.execute("INSERT INTO runs VALUES (?, ?, ?)", (LISTS, day.isoformat(), now))
             self._mark_clock(now)
         return queued
+
+    def _parked_since_last_lists(self, now: int) -> dict[str, list[SentLine]]:
+        """Each section's mail parked (given up at the end of its day) since the previous
+        morning mail, to report in this one."""
+        row = self.conn.execute("SELECT MAX(done_us) FROM runs WHERE job = ?", (LISTS,)).fetchone()
+        since = int(row[0]) if row and row[0] is not None else 0
+        parked = [i for i in self.outbox.parked() if since <= i.next_attempt_us < now]
+        found: dict[str, list[SentLine]] = {}
+        for section in self.rules.office.sections:
+            mine = {addr_spec(m) for m in self._mailboxes(section)}
+            lines = [
+                SentLine(i.send_after_us, i.subject, i.recipients, error=i.last_error, kind=i.kind)
+                for i in parked
+                if mine & set(i.recipients) and i.kind != "digest"
+            ]
+            if lines and section != DIRECTOR:
+                found[section] = lines
+        return found
 
     def evaluate(self, now: int) -> list[str]:
         """What a mail at ``now`` decides (the rule tests and ``run --once`` ask at any

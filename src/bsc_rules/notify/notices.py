@@ -122,6 +122,7 @@ class DailyList:
     due_soon: tuple[CaseRow, ...] = ()
     closed: tuple[CaseRow, ...] = ()
     kpis: tuple[KpiRow, ...] = ()
+    undelivered: tuple[SentLine, ...] = ()  # this section's mail parked since the last one
     cc_names: tuple[str, ...] = ()
     escalation_days: int = 3
     warning_window_days: int = 2
@@ -131,7 +132,7 @@ class DailyList:
 
     @property
     def empty(self) -> bool:
-        return not (self.overdue or self.due_soon or self.closed or self.kpis)
+        return not (self.overdue or self.due_soon or self.closed or self.kpis or self.undelivered)
 
 
 @dataclass(frozen=True, slots=True)

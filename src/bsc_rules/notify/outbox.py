@@ -37,7 +37,7 @@ from email.policy import default as default_policy
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any, Literal
 
-from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND
+from bsc_rules.calendar import US_PER_DAY, US_PER_SECOND, local_date
 from bsc_rules.errors import UsageError
 from bsc_rules.notify.notices import Mail
 from bsc_rules.notify.render import to_bytes
@@ -61,8 +61,10 @@ class RetryPolicy:
     The n-th failure waits ``first_delay_us * 2**(n-1)``, capped at ``max_delay_us``,
     less a jitter of up to ``jitter`` of that delay derived from the Message-ID (so
     messages spread out, and a replay waits exactly as long as the run it replays).
-    A message is parked when it fails for the ``max_attempts``-th time or fails
-    ``max_age_us`` or more after it was first due.
+    A message is parked when it fails for the ``max_attempts``-th time, fails
+    ``max_age_us`` or more after it was first due, or (``within_day``) when its next
+    attempt would fall after the Asia/Taipei day it was due: mail is retried until the end
+    of its day, then parked and reported in the next morning mail and the digest.
     """
 
     first_delay_us: int = _MINUTE_US
@@ -70,6 +72,7 @@ class RetryPolicy:
     jitter: float = 0.1
     max_attempts: int = 100
     max_age_us: int = 3 * US_PER_DAY
+    within_day: bool = True  # retried until the end of the (Asia/Taipei) day it was due
 
     def __post_init__(self) -> None:
         if not 0 < self.first_delay_us <= self.max_delay_us:
@@ -88,6 +91,11 @@ class RetryPolicy:
         seed = hashlib.sha256(f"{message_id}\0{attempts}".encode()).digest()
         fraction = int.from_bytes(seed[:8], "big") / 2**64
         return base - int(base * self.jitter * fraction)
+
+    def past_its_day(self, due_us: int, at_us: int) -> bool:
+        """Whether an attempt at ``at_us`` would fall after the local day of ``due_us``
+        (notifications.md: retried until the end of its day, then parked)."""
+        return self.within_day and local_date(at_us) > local_date(due_us)
 
     def exhausted(self, attempts: int, age_us: int) -> bool:
         """Whether a message that has failed ``attempts`` times, ``age_us`` after it was
@@ -302,6 +310,8 @@ class Outbox:
             attempts = item.attempts + 1
             park = permanent or policy.exhausted(attempts, now_us - item.send_after_us)
             wait = 0 if park else policy.delay_us(item.message_id, attempts)
+            if not park and policy.past_its_day(item.send_after_us, now_us + wait):
+                park, wait = True, 0  # the day is over: parked, reported the next morning
             updated = replace(
                 item,
                 status="parked" if park else "pending",

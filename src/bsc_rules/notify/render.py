@@ -347,7 +347,7 @@ def _severity(d: DailyList) -> str:
     live = [k for k in d.kpis if k.change in ("began", "repeat")]
     if d.overdue or any(k.state == "breached" for k in live):
         return "警示"
-    if d.due_soon or live:
+    if d.due_soon or live or d.undelivered:
         return "預警"
     return "已解除"
 
