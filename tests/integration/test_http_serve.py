@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import random
 import shutil
 import signal
@@ -144,6 +145,9 @@ def test_curl_in_each_mode_and_the_query_token_never_logged(serve: Serve) -> Non
     log = serve.log()
     assert "POST /events 200" in log
     assert "stopped" in log
+    # every line as the service writes them: +08:00 time, level, office (service.md)
+    access = next(line for line in log.splitlines() if "POST /events 200" in line)
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 INFO datong ", access)
     assert QUERY_TOKEN not in log
     assert TOKEN not in log
     with closing(SQLiteStore(serve.db)) as store:

@@ -19,21 +19,19 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from bsc_rules.calendar import TAIPEI
 from bsc_rules.clock import Clock, SystemClock
 from bsc_rules.http.ack import ack_routes
 from bsc_rules.http.app import create_app
 from bsc_rules.http.auth import TokenBook
 from bsc_rules.http.config import HttpConfig, load_config
 from bsc_rules.http.door import Door
-from bsc_rules.scheduling.service import Service
+from bsc_rules.scheduling.service import LogFormatter, Service
 from bsc_rules.settings import Settings
 
 log = logging.getLogger("bsc_rules.http")
@@ -46,17 +44,14 @@ def _ack(settings: Settings, door: Door, clock: Clock) -> list[Route]:
     return ack_routes(door, settings.ack_secret.get_secret_value().encode(), clock)
 
 
-class TaipeiFormatter(logging.Formatter):
-    """``2026-12-04T23:15:00+08:00 INFO message``: ISO 8601 in Taipei time."""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, TAIPEI).isoformat(timespec="seconds")
-
-
 @contextmanager
-def _logging() -> Iterator[None]:
+def _logging(clock: Clock) -> Iterator[LogFormatter]:
+    """The package's and uvicorn's log lines on standard error, as the service writes
+    them (:class:`LogFormatter`: the injected clock's time in +08:00, the level, the
+    office once known)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(TaipeiFormatter("%(asctime)s %(levelname)s %(message)s"))
+    formatter = LogFormatter(clock)
+    handler.setFormatter(formatter)
     names = ("bsc_rules", "uvicorn.error")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
@@ -64,7 +59,7 @@ def _logging() -> Iterator[None]:
         lg.addHandler(handler)
         lg.setLevel(logging.INFO)
     try:
-        yield
+        yield formatter
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.removeHandler(handler)
@@ -129,8 +124,9 @@ def serve_http(
     """Run the service's scheduler and the HTTP door until SIGINT/SIGTERM."""
     clock = clock if clock is not None else SystemClock()
     config = config if config is not None else load_config()
-    with _logging(), _quiet_signals():
+    with _logging(clock) as formatter, _quiet_signals():
         service = Service(settings, clock)
+        formatter.office = service.pipeline.rules.code
         try:
             service.start()
             door = Door(
