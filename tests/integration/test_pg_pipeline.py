@@ -16,7 +16,7 @@ import pytest
 
 from bsc_rules.alerts.pipeline import open_pipeline
 from bsc_rules.alerts.table import AlertTable, told_rows
-from bsc_rules.calendar import TAIPEI
+from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.cli import main
 from bsc_rules.clock import FakeClock
 from bsc_rules.notify.outbox import Outbox
@@ -245,3 +245,45 @@ def test_ack_history_outbox_and_comment_on_one_office_of_postgresql(
     code, text = run(*note, "--office", "datong")
     assert code == 0
     assert "誤登一件" not in text
+
+
+class Crash(Exception):
+    """The process dies in the middle of a mail instant's transaction."""
+
+
+def test_a_mail_instant_that_fails_midway_leaves_nothing_on_postgresql(
+    settings_file: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The morning's alert records, history, mail and run are one transaction: failing after
+    the first message was written keeps none of it; the next try writes all of it."""
+    settings = load_settings(settings_file, matcher="python")
+    pipeline = open_pipeline(settings, pg_url)
+    try:
+        assert pipeline.card.ingest(event(
+            "birth_subsidy.applied", "2017-03-15T10:23:00+08:00", CASE, {"amount": 20000}
+        )).ok  # fmt: skip
+        now = to_us(datetime(2017, 3, 20, 8, 0, tzinfo=TAIPEI))  # due soon: listed
+        enqueue, written = pipeline._enqueue, []
+
+        def crash_after_one(*args: Any) -> str:
+            written.append(enqueue(*args))
+            raise Crash
+
+        monkeypatch.setattr(pipeline, "_enqueue", crash_after_one)
+        with pytest.raises(Crash):
+            pipeline.morning(now)
+        assert written  # a message had been written in the transaction
+        assert pipeline.alerts.load() == {}
+        assert list(pipeline.alerts.history()) == []
+        assert pipeline.outbox.items() == []
+        assert not pipeline.lists_sent(datetime(2017, 3, 20).date())
+        assert pipeline.resume_clock() is None
+        monkeypatch.undo()
+        queued = pipeline.morning(now)
+        assert queued[: len(written)] == written  # the same message, now with the others
+        assert len(queued) > len(written)
+        assert sorted(i.message_id for i in pipeline.outbox.items()) == sorted(queued)
+        assert f"case:BP1.1:{CASE}" in pipeline.alerts.load()
+        assert pipeline.resume_clock() == now
+    finally:
+        pipeline.card.close()
