@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -287,3 +288,37 @@ def test_a_mail_instant_that_fails_midway_leaves_nothing_on_postgresql(
         assert pipeline.resume_clock() == now
     finally:
         pipeline.card.close()
+
+
+def test_the_directory_form_replays_and_acknowledges_per_office(
+    tmp_path: Path, settings_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``DIR/`` holds one file per office: the replay writes ``DIR/<office>.db`` and sends
+    what the office's own file sends; the commands find the office (``--office`` once
+    the directory holds two)."""
+    events = tmp_path / "datong.jsonl"
+    events.write_bytes(weeks("datong"))
+    rules = ("--rules", str(CITY))
+    folder = f"{tmp_path / 'offices'}/"
+    code, _ = run("replay", str(events), "--until", UNTIL, "--maildir", str(tmp_path / "m"),
+                  "--db", folder, "--settings", str(settings_file), *rules)  # fmt: skip
+    assert code == 2  # the rules have twelve offices: which one?
+    assert "--office" in capsys.readouterr().err
+    sent = cli_replay(events, folder, settings_file, *rules, "--office", "datong")
+    alone = cli_replay(events, str(tmp_path / "datong.db"), settings_file, *rules,
+                       "--office", "datong")  # fmt: skip
+    assert sent == alone
+    assert (tmp_path / "offices" / "datong.db").is_file()
+    where = ("--db", folder, "--settings", str(settings_file))
+    code, text = run("ack", "kpi:2017:AP2.1", "--note", "已更正", "--by", "王課長", *where)
+    assert code == 0, text  # the only office the directory holds
+    shutil.copy(tmp_path / "datong.db", tmp_path / "offices" / "wanhua.db")
+    code, text = run("history", "--kpi", "AP2.1", *where)
+    assert code == 2
+    assert "datong、wanhua" in capsys.readouterr().err
+    code, text = run("history", "--kpi", "AP2.1", *where, "--office", "datong")
+    assert code == 0
+    assert "王課長" in text
+    code, text = run("history", "--kpi", "AP2.1", *where, "--office", "wanhua")
+    assert code == 0
+    assert "王課長" not in text
