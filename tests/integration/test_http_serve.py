@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import random
+import re
 import shutil
 import signal
 import socket

@@ -8,14 +8,17 @@ simulated time, so both run the same code. Alert states are decided at the mail 
 only (:meth:`Pipeline.morning`, 08:00 of each working day): between them nothing but
 events is stored. Alert records, their history and the record of runs live in the same
 database as the event log; each mail instant writes its alert transitions, its mail and
-its run in one transaction.
+its run in one transaction. The database is a SQLite file (one office) or one office of a
+PostgreSQL database: the same code runs on both, through
+:class:`~bsc_rules.store.sqlconn.Db` (every statement scoped to the office, every
+transaction the office's writers in turn).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bsc_rules.alerts.acklink import VALID_FOR, AckClaim, ack_url
 from bsc_rules.alerts.dailylist import ListBuilder, Plan, Seen
@@ -32,7 +35,12 @@ from bsc_rules.rules.office import DIRECTOR, addr_spec
 from bsc_rules.rules.ruleset import RuleSet
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
-from bsc_rules.store.db import transaction
+from bsc_rules.store.runs import Runs
+from bsc_rules.store.sqlconn import Db
+
+if TYPE_CHECKING:
+    from bsc_rules.store.base import EventStore
+    from bsc_rules.store.sqlconn import AnyConnection
 
 RESOLVING_STATUSES = ("met", "on_track")
 LISTS = "lists"  # the runs table's job of the morning mail and the director's list
@@ -41,11 +49,16 @@ LISTS = "lists"  # the runs table's job of the morning mail and the director's l
 class Pipeline:
     """Decide, enqueue: the same code for the service and for replay."""
 
-    def __init__(self, card: Scorecard, settings: Settings, conn: sqlite3.Connection) -> None:
-        self.card, self.settings, self.conn = card, settings, conn
+    def __init__(self, card: Scorecard, settings: Settings, db: Db | AnyConnection) -> None:
+        """The pipeline of ``card`` over ``db``: a :class:`Db` of the office (a store's
+        ``db``), or a SQLite connection (one office's file)."""
+        self.card, self.settings = card, settings
+        self.db = Db.of(db)
+        self.conn = self.db.connection  # the connection itself, as callers used to reach it
         self.policy: Policy = card.rules.office.alerts.policy()  # the office file's values
-        self.alerts = AlertTable(conn)
-        self.outbox = Outbox(conn)
+        self.alerts = AlertTable(self.db)
+        self.outbox = Outbox(self.db)
+        self.runs = Runs(self.db)
         # (public_url, secret) where the office runs the HTTP door: each row then carries
         # a signed acknowledgement link. None in a replay (its mail must be the same from
         # run to run) and wherever no public address is set.
@@ -152,22 +165,20 @@ class Pipeline:
 
     def lists_sent(self, day: date) -> bool:
         """Whether the morning mail and the director's list of ``day`` were decided."""
-        row = self.conn.execute(
-            "SELECT 1 FROM runs WHERE job = ? AND period = ?", (LISTS, day.isoformat())
-        ).fetchone()
-        return row is not None
+        return self.runs.done(LISTS, day.isoformat())
 
     def morning(self, now: int) -> list[str]:
         """The mail instant ``now``: decide every alert, write the records, their history,
         the morning mails and the director's list, and the run, in one transaction; once
         per day (a second call on the same day does nothing). Return the Message-IDs.
 
-        The records are read inside the ``BEGIN IMMEDIATE`` transaction that writes them
-        back: an acknowledgement lands wholly before (and is seen) or after (and stays).
+        The records are read inside the transaction that writes them back (SQLite's
+        ``BEGIN IMMEDIATE``, the office's lock on PostgreSQL): an acknowledgement lands
+        wholly before (and is seen) or after (and stays).
         """
         day = local_date(now)
         report = self.card.report_at(now)
-        with transaction(self.conn):
+        with self.db.transaction():
             if self.lists_sent(day):
                 return []
             plans = self.plan(report, self.alerts.load(), now)
@@ -180,14 +191,16 @@ class Pipeline:
 
             builder = ListBuilder(self.rules, now, link, multi_office=self.multi_office)
             queued = [self._enqueue(data, day) for data in builder.build(plans, undelivered)]
-            self.conn.execute("INSERT INTO runs VALUES (?, ?, ?)", (LISTS, day.isoformat(), now))
+            self.runs.record(LISTS, day.isoformat(), now)
             self._mark_clock(now)
         return queued
 
     def _parked_since_last_lists(self, now: int) -> dict[str, list[SentLine]]:
         """Each section's mail parked (given up at the end of its day) since the previous
         morning mail, to report in this one."""
-        row = self.conn.execute("SELECT MAX(done_us) FROM runs WHERE job = ?", (LISTS,)).fetchone()
+        row = self.db.execute(
+            "SELECT MAX(done_us) FROM runs WHERE {office} AND job = ?", (LISTS,)
+        ).fetchone()
         since = int(row[0]) if row and row[0] is not None else 0
         parked = [i for i in self.outbox.parked() if since <= i.next_attempt_us < now]
         found: dict[str, list[SentLine]] = {}
@@ -209,23 +222,15 @@ class Pipeline:
 
     def _mark_clock(self, now: int) -> None:
         """Record the instant of the latest decision (a resumed replay goes on from it)."""
-        self.conn.execute("INSERT OR REPLACE INTO runs VALUES ('pipeline', 'clock', ?)", (now,))
+        self.runs.record("pipeline", "clock", now)
 
     def resume_clock(self) -> int | None:
         """The instant of the latest decision recorded, if any."""
-        row = self.conn.execute(
-            "SELECT done_us FROM runs WHERE job = 'pipeline' AND period = 'clock'"
-        ).fetchone()
-        return None if row is None else int(row[0])
+        return self.runs.get("pipeline", "clock")
 
     def started(self, now: int) -> int:
-        """When this database's pipeline first ran (recorded at ``now`` the first time)."""
-        with transaction(self.conn):
-            self.conn.execute("INSERT OR IGNORE INTO runs VALUES ('service', 'started', ?)", (now,))
-        row = self.conn.execute(
-            "SELECT done_us FROM runs WHERE job = 'service' AND period = 'started'"
-        ).fetchone()
-        return int(row[0])
+        """When this office's pipeline first ran (recorded at ``now`` the first time)."""
+        return self.runs.record_once("service", "started", now)
 
     def _record(self, plan: Plan, now: int) -> None:
         old, new, key = plan.old, plan.new, plan.key
@@ -296,16 +301,13 @@ class Pipeline:
 
     def digest_sent(self, year: int, month: int) -> bool:
         """Whether the digest of (year, month) was already sent."""
-        row = self.conn.execute(
-            "SELECT 1 FROM runs WHERE job = 'digest' AND period = ?", (f"{year}-{month:02d}",)
-        ).fetchone()
-        return row is not None
+        return self.runs.done("digest", f"{year}-{month:02d}")
 
     def digest_inputs(self, year: int, month: int, now: int) -> DigestInputs:
         """What the digest of (year, month) sent at ``now`` reads, and nothing more: the
         notes shown are those entered for the month before ``now``."""
         records = self.alerts.load()
-        notes = Notes(self.conn).for_month(f"{year}-{month:02d}", before=now)
+        notes = Notes(self.db).for_month(f"{year}-{month:02d}", before=now)
         return DigestInputs(
             card=self.card,
             recipients=self.card.rules.office.recipients.by_section(),
@@ -317,7 +319,7 @@ class Pipeline:
             },
             told=[
                 Told(at, key, state, mid, tuple(filter(None, to.split(","))))
-                for at, key, state, mid, to in told_rows(self.conn, now + 1)
+                for at, key, state, mid, to in told_rows(self.db, now + 1)
             ],
         )
 
@@ -334,21 +336,65 @@ class Pipeline:
             now=now,
             templates=self.settings.templates,
         )
-        with transaction(self.conn):
+        with self.db.transaction():
             for mail in mails:
                 self.outbox.enqueue(mail, kind="digest", now_us=now)
-            period = f"{year}-{month:02d}"
-            self.conn.execute("INSERT INTO runs VALUES ('digest', ?, ?)", (period, now))
+            self.runs.record("digest", f"{year}-{month:02d}", now)
             self._mark_clock(now)
         return [m.message_id for m in mails]
 
 
-def open_pipeline(settings: Settings, db: Path | None = None) -> Pipeline:
-    """A pipeline over the settings' database (state rebuilt from the log)."""
-    from bsc_rules.rules.ruleset import load_ruleset
-    from bsc_rules.store.sqlite import SQLiteStore
+def open_pipeline(
+    settings: Settings, db: Path | str | None = None, *, office: str | None = None
+) -> Pipeline:
+    """A pipeline over ``db`` (default: the settings' database) in any ``--db`` form: a
+    SQLite file, a directory (``DIR/<office>.db``) or a ``postgresql://`` URL, with the
+    office's rule set from the settings' rule folder (``offices/<office>.yaml`` of a
+    multi-office folder). ``office`` is required where the folder has several offices
+    (or the database is not one office's file); the store is created if new, and the
+    state is rebuilt from the log."""
+    from bsc_rules.store.dbform import open_store
 
-    rules = load_ruleset(settings.rules)
-    store = SQLiteStore(db or settings.database)
-    card = Scorecard(rules, store=store, matcher=settings.matcher)
-    return Pipeline(card, settings, store.connection)
+    target = str(db if db is not None else settings.database)
+    rules = office_rules(settings.rules, office)
+    store = open_store(target, rules.code)
+    try:
+        card = Scorecard(rules, store=store, matcher=settings.matcher)
+        return Pipeline(card, settings, office_db(store))
+    except BaseException:
+        store.close()
+        raise
+
+
+def office_rules(folder: Path | None, office: str | None) -> RuleSet:
+    """The rule set of ``office`` in the rule ``folder`` (default: the project's rules/): a
+    multi-office folder's ``offices/<office>.yaml``, or a one-office folder's own office
+    (which must then be ``office``, when one is named)."""
+    from bsc_rules.errors import UsageError
+    from bsc_rules.rules.offices import is_multi_office, load_office
+    from bsc_rules.rules.ruleset import default_rules_dir, load_ruleset
+
+    folder = folder or default_rules_dir()
+    if is_multi_office(folder):
+        codes = sorted(p.stem for p in (folder / "offices").glob("*.yaml"))
+        if office is None or office not in codes:
+            given = "no office given" if office is None else f"no office {office!r}"
+            msg = f"office: {given}; the rules {folder} have offices: {', '.join(codes)}"
+            raise UsageError(msg)
+        return load_office(folder, office)
+    rules = load_ruleset(folder)
+    if office is not None and office != rules.code:
+        msg = f"office: the rules {folder} are office {rules.code!r}'s, not {office!r}"
+        raise UsageError(msg)
+    return rules
+
+
+def office_db(store: EventStore) -> Db:
+    """The database seam of a store's office tables (a SQLite file or a PostgreSQL office)."""
+    db = getattr(store, "db", None)
+    if not isinstance(db, Db):
+        from bsc_rules.errors import UsageError
+
+        msg = f"the store {type(store).__name__} keeps no alerts (a SQLite file or PostgreSQL)"
+        raise UsageError(msg)
+    return db

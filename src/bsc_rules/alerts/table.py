@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 from bsc_rules.alerts.lifecycle import AlertRecord, acknowledge
 from bsc_rules.errors import UsageError
 from bsc_rules.privacy import mask_text
-from bsc_rules.store.db import transaction
+from bsc_rules.store.sqlconn import Db
+
+if TYPE_CHECKING:
+    from bsc_rules.store.sqlconn import AnyConnection
 
 _COLUMNS: dict[str, Callable[[AlertRecord], object]] = {  # column -> value stored
     "state": lambda r: r.state,
@@ -23,7 +26,10 @@ _COLUMNS: dict[str, Callable[[AlertRecord], object]] = {  # column -> value stor
     "ack_note": lambda r: r.ack_note,
     "sent": lambda r: r.sent,
 }
-_INSERT = f"INSERT INTO alerts (key, {', '.join(_COLUMNS)}) VALUES (?{', ?' * len(_COLUMNS)})"
+_INSERT = (
+    f"INSERT INTO alerts ({{office_col}}key, {', '.join(_COLUMNS)})"
+    f" VALUES ({{office_val}}?{', ?' * len(_COLUMNS)})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +46,23 @@ class Acknowledgement:
 
 class AlertTable:
     """Alert records and their history in the event database (tables of
-    :mod:`bsc_rules.store.db`).
+    :mod:`bsc_rules.store.db`): one office's, on SQLite or PostgreSQL (a
+    :class:`~bsc_rules.store.sqlconn.Db`, or a connection wrapped in one).
 
     Writers touch only the columns they change: an evaluation inserts a new record or
     updates the columns its step changed; acknowledging updates ``acknowledged`` and
-    ``ack_note`` only. Both load and write inside one ``BEGIN IMMEDIATE`` transaction,
-    so neither loses the other's write.
+    ``ack_note`` only. Both load and write inside one :meth:`Db.transaction` (the
+    office's writers in turn), so neither loses the other's write.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, db: Db | AnyConnection) -> None:
+        self.db = Db.of(db)
+        self.conn = self.db.connection  # the connection itself, as callers used to reach it
 
     def load(self) -> dict[str, AlertRecord]:
-        rows = self.conn.execute(
+        rows = self.db.execute(
             "SELECT key, state, since_us, notified, told, escalated, acknowledged, ack_note, sent,"
-            " ack_by, ack_at_us FROM alerts"
+            " ack_by, ack_at_us FROM alerts WHERE {office}"
         )
         return {
             r[0]: AlertRecord(
@@ -77,15 +85,16 @@ class AlertTable:
         """Write ``rec``: a new row, or (given the ``old`` record it was decided from)
         an UPDATE of the columns that differ, leaving the others as they are now."""
         if old is None:
-            self.conn.execute(_INSERT, (rec.key, *(value(rec) for value in _COLUMNS.values())))
+            self.db.execute(_INSERT, (rec.key, *(value(rec) for value in _COLUMNS.values())))
             return
         changed = {c: v(rec) for c, v in _COLUMNS.items() if v(rec) != v(old)}
         if "state" in changed:  # an acknowledgement belongs to the state it was given in
             changed.update(ack_by=None, ack_at_us=None)
         if changed:
             assignments = ", ".join(f"{c} = ?" for c in changed)
-            self.conn.execute(
-                f"UPDATE alerts SET {assignments} WHERE key = ?", (*changed.values(), rec.key)
+            self.db.execute(
+                f"UPDATE alerts SET {assignments} WHERE {{office}} AND key = ?",
+                (*changed.values(), rec.key),
             )
 
     def resolve(self, key: str, records: dict[str, AlertRecord]) -> str:
@@ -106,26 +115,28 @@ class AlertTable:
         """Acknowledge an active alert in its current state: repeats and escalation stop
         (an UPDATE of the acknowledgement's own columns, nothing else). Acknowledging
         again changes nothing and says who did it first."""
-        with transaction(self.conn):
+        with self.db.transaction():
             records = self.load()
             key = self.resolve(key, records)
             rec = records[key]
             if rec.acknowledged:
-                row = self.conn.execute(
-                    "SELECT ack_by, ack_at_us, ack_note FROM alerts WHERE key = ?", (key,)
+                row = self.db.execute(
+                    "SELECT ack_by, ack_at_us, ack_note FROM alerts WHERE {office} AND key = ?",
+                    (key,),
                 ).fetchone()
+                assert row is not None  # loaded in this transaction
                 return Acknowledgement(rec, row[0], row[1], row[2], already=True)
             rec = acknowledge(rec, note)
-            self.conn.execute(
+            self.db.execute(
                 "UPDATE alerts SET acknowledged = 1, ack_note = ?, ack_by = ?, ack_at_us = ?"
-                " WHERE key = ?",
+                " WHERE {office} AND key = ?",
                 (note, by, now, key),
             )
             self.log(now, key, "acknowledged", rec.state, note=note, actor=by)
         return Acknowledgement(rec, by, now, note, already=False)
 
     def delete(self, key: str) -> None:
-        self.conn.execute("DELETE FROM alerts WHERE key = ?", (key,))
+        self.db.execute("DELETE FROM alerts WHERE {office} AND key = ?", (key,))
 
     def log(
         self,
@@ -138,10 +149,10 @@ class AlertTable:
         note: str | None = None,
         actor: str | None = None,
     ) -> None:
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO alert_history"
-            " (at_us, key, event, state, message_id, recipients, note, actor)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " ({office_col}at_us, key, event, state, message_id, recipients, note, actor)"
+            " VALUES ({office_val}?, ?, ?, ?, ?, ?, ?, ?)",
             (at, key, event, state, message_id, recipients, note, actor),
         )
 
@@ -150,21 +161,21 @@ class AlertTable:
     ) -> Iterator[tuple[object, ...]]:
         query = (
             "SELECT at_us, key, event, state, message_id, recipients, note, actor"
-            " FROM alert_history"
+            " FROM alert_history WHERE {office}"
         )
         args: list[str] = []
         if kpi or case:
-            query += " WHERE key LIKE ?"
+            query += " AND key LIKE ?"
             args.append(f"%:{kpi or '%'}:{case}" if case else f"%:{kpi}%")
-        yield from self.conn.execute(query + " ORDER BY seq", args)
+        yield from self.db.execute(query + " ORDER BY seq", args)
 
 
-def told_rows(conn: sqlite3.Connection, before: int) -> list[tuple[int, str, str, str, str]]:
-    """Every alert listed in a message before ``before``, oldest first: (at, key, state,
-    message id, recipients as comma-separated addresses)."""
-    rows = conn.execute(
+def told_rows(db: Db | AnyConnection, before: int) -> list[tuple[int, str, str, str, str]]:
+    """Every alert of one office listed in a message before ``before``, oldest first: (at,
+    key, state, message id, recipients as comma-separated addresses)."""
+    rows = Db.of(db).execute(
         "SELECT at_us, key, state, message_id, recipients FROM alert_history"
-        " WHERE event = 'notified' AND at_us < ? ORDER BY seq",
+        " WHERE {office} AND event = 'notified' AND at_us < ? ORDER BY seq",
         (before,),
     )
     return [(int(r[0]), r[1], r[2], r[3], r[4] or "") for r in rows]

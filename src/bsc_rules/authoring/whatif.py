@@ -175,7 +175,7 @@ def run_side(
             for item in pipeline.outbox.items():
                 for to in item.recipients:
                     outcome.mails[(item.kind, to)] += 1
-            for _, key, state, _, _ in told_rows(pipeline.conn, until + 1):
+            for _, key, state, _, _ in told_rows(pipeline.db, until + 1):
                 kind = "resolved" if state in ("closed", "resolved") else state
                 outcome.alerts[(key, kind)] += 1  # each listing of an alert in a message
         finally:

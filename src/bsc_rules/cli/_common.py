@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from bsc_rules.rules.ruleset import RuleSet
     from bsc_rules.settings import Settings
     from bsc_rules.store.base import EventStore
-    from bsc_rules.store.sqlite import SQLiteStore
+    from bsc_rules.store.sqlconn import Db
 
 OK = 0
 """It ran, and every line was accepted (duplicates included)."""
@@ -131,8 +131,8 @@ def load(args: argparse.Namespace) -> Settings:
         overrides["rules"] = args.rules
     if getattr(args, "matcher", None) is not None:
         overrides["matcher"] = args.matcher
-    if getattr(args, "db", None) is not None:
-        overrides["database"] = args.db
+    if getattr(args, "db", None) is not None and form_of(str(args.db)) != "postgres":
+        overrides["database"] = args.db  # a URL is not a path: read it with db_value
     return load_settings(args.settings, **overrides)
 
 
@@ -208,20 +208,26 @@ def binary_stdout(stdout: IO[str]) -> IO[bytes] | IO[str]:
     return stdout
 
 
-def open_db(args: argparse.Namespace) -> tuple[Settings, SQLiteStore]:
-    """The settings and the SQLite file a command about stored state works on (it must
-    exist: such a command never creates an empty one). These commands (outbox, ack,
-    history, comment) work on one office's SQLite file."""
-    from bsc_rules.store.sqlite import SQLiteStore
+def open_db(
+    args: argparse.Namespace, codes: list[str] | None = None
+) -> tuple[Settings, EventStore, Db]:
+    """The settings, the store and the office tables (:class:`Db`) of the one office a
+    command about stored state works on (outbox, ack, history, comment): ``--db`` in any
+    of its forms (it must exist: such a command never creates an empty one), ``--office``
+    where the database holds several offices (``codes``: the deployment's, if known)."""
+    from bsc_rules.alerts.pipeline import office_db
 
     settings = load(args)
-    db = str(settings.database)
-    if form_of(db) != "file":
-        msg = f"--db {db}：此指令目前只支援單一戶所的 SQLite 資料庫檔"
-        raise UsageError(msg)
-    store = open_store(db, "", create=False)
-    assert isinstance(store, SQLiteStore)  # the file form
-    return settings, store
+    db = db_value(args)
+    office = getattr(args, "office", None)
+    if form_of(db) != "file" or (office is None and codes):
+        office = pick_office(db, office, codes or [], listing=False)
+    store = open_store(db, office or "", create=False)
+    try:
+        return settings, store, office_db(store)
+    except BaseException:
+        store.close()
+        raise
 
 
 # ---------------------------------------------------------------- --db in its three forms
@@ -294,9 +300,10 @@ def open_store(db: str, office: str, *, create: bool = True) -> EventStore:
     return open_form(db, office)
 
 
-def pick_office(db: str, office: str | None, codes: list[str]) -> str:
+def pick_office(db: str, office: str | None, codes: list[str], *, listing: bool = True) -> str:
     """The one office a command is about: ``--office``, else the only one the database
-    holds (the only rule set's, for a SQLite file or an empty database)."""
+    holds (the only rule set's, for a SQLite file or an empty database); ``listing``: the
+    command has ``--all-offices`` (the error suggests it)."""
     from bsc_rules.store.dbform import held_offices, shown
 
     held = held_offices(db)
@@ -310,10 +317,9 @@ def pick_office(db: str, office: str | None, codes: list[str]) -> str:
         return candidates[0]
     if not candidates:
         raise UsageError(f"資料庫 {shown(db)} 中尚無任何戶所的資料")
-    msg = (
-        f"資料庫 {shown(db)} 有多個戶所（{'、'.join(candidates)}），請以 --office 指定其一"
-        "（或以 --all-offices 列出全部）"
-    )
+    msg = f"資料庫 {shown(db)} 有多個戶所（{'、'.join(candidates)}），請以 --office 指定其一"
+    if listing:
+        msg += "（或以 --all-offices 列出全部）"
     raise BadArguments(msg)
 
 

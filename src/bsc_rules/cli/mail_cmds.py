@@ -12,14 +12,18 @@ from bsc_rules.cli._common import (
     OK,
     BadArguments,
     Context,
+    add_db,
     add_rules,
     add_settings,
     command,
+    db_value,
     exit_for,
     instant,
     lines,
     load,
     open_db,
+    pick_office,
+    rule_sets_of,
 )
 from bsc_rules.cli._output import out, rejections, table, when
 from bsc_rules.privacy import mask_text
@@ -37,7 +41,12 @@ def register(sub: Any) -> None:
     target = replay.add_mutually_exclusive_group(required=True)
     target.add_argument("--smtp", help="HOST:PORT of an SMTP server")
     target.add_argument("--maildir", type=Path, help="write the mail into this Maildir")
-    replay.add_argument("--db", type=Path, help="state database (default: a temporary one)")
+    replay.add_argument(
+        "--db",
+        help="state database: SQLite file, directory of per-office files, or postgresql:// URL"
+        " (default: a temporary SQLite file)",
+    )
+    replay.add_argument("--office", help="office code, where the rules have several")
     add_rules(replay)
     add_settings(replay)
     render = command(sub, "render", _render, "preview a notification template")
@@ -55,22 +64,29 @@ def register(sub: Any) -> None:
         metavar="MESSAGE_ID",
         help="put parked mail back in the queue (all, or one)",
     )
-    add_settings(outbox, db=True)
+    _add_db(outbox)
     ack = command(sub, "ack", _ack, "acknowledge an alert: repeats and escalation stop")
     ack.add_argument("alert", help="alert key, e.g. case:BP1.1:BS1060412003 or kpi:2017:AP2.1")
     ack.add_argument("--note", required=True, help="what was done or why it waits")
     ack.add_argument("--by", required=True, help="who acknowledges (name and title)")
-    add_settings(ack, db=True)
+    _add_db(ack)
     history = command(sub, "history", _history, "alert transitions and notifications")
     history.add_argument("--kpi")
     history.add_argument("--case")
-    add_settings(history, db=True)
+    _add_db(history)
     run = command(sub, "run", _run, "start the service (scheduler, ingest, alerts, mail)")
     add_settings(run, db=True)
     serve = command(sub, "serve", _serve, "the HTTP door (CloudEvents in) beside the service")
     add_settings(serve, db=True)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+
+
+def _add_db(cmd: argparse.ArgumentParser) -> None:
+    """``--settings``, and ``--db`` in its three forms (default: the settings' database)
+    with ``--office`` where it holds several offices."""
+    add_settings(cmd)
+    add_db(cmd, required=False)
 
 
 def _mailer(args: argparse.Namespace) -> Mailer:
@@ -94,8 +110,12 @@ def _replay(args: argparse.Namespace, ctx: Context) -> int:
     mailer = _mailer(args)
     settings = load(args)
     with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or Path(tmp) / "replay.db"
-        pipeline = open_pipeline(settings, db)
+        db = db_value(args) if args.db is not None else str(Path(tmp) / "replay.db")
+        office = args.office
+        if office is None:  # the rules' one office; several: --office (naming them)
+            codes = list(rule_sets_of([settings.rules]))
+            office = pick_office(db, None, codes, listing=False)
+        pipeline = open_pipeline(settings, db, office=office)
         try:
             summary = replay(lines(args.events), to_us(args.until), pipeline, mailer)
             pending = len(pipeline.outbox.items("pending"))  # queued, retried later
@@ -129,9 +149,9 @@ def _render(args: argparse.Namespace, ctx: Context) -> int:
 def _outbox(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.notify.outbox import Outbox
 
-    _, store = open_db(args)
+    _, store, db = open_db(args)
     try:
-        outbox = Outbox(store.connection)
+        outbox = Outbox(db)
         if args.retry is not None:  # what was put back, not the whole outbox
             only = None if args.retry == "*" else args.retry
             again = outbox.retry(only, now_us=to_us(ctx.clock.now()))
@@ -154,10 +174,10 @@ def _outbox(args: argparse.Namespace, ctx: Context) -> int:
 def _ack(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.alerts.table import AlertTable
 
-    _, store = open_db(args)
+    _, store, db = open_db(args)
     try:
         now = to_us(ctx.clock.now())
-        done = AlertTable(store.connection).acknowledge(args.alert, args.note, now, by=args.by)
+        done = AlertTable(db).acknowledge(args.alert, args.note, now, by=args.by)
     finally:
         store.close()
     rec = done.record
@@ -177,9 +197,9 @@ def _ack(args: argparse.Namespace, ctx: Context) -> int:
 def _history(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.alerts.table import AlertTable
 
-    _, store = open_db(args)
+    _, store, db = open_db(args)
     try:
-        found = AlertTable(store.connection).history(args.kpi, args.case)
+        found = AlertTable(db).history(args.kpi, args.case)
         rows = [
             (when(int(str(at))), str(key), str(event), str(state or ""),
              str(recipients or actor or ""), str(note or ""))

@@ -7,7 +7,16 @@ import argparse
 from typing import Any
 
 from bsc_rules.calendar import to_us
-from bsc_rules.cli._common import OK, Context, add_settings, command, open_db
+from bsc_rules.cli._common import (
+    OK,
+    Context,
+    add_db,
+    add_settings,
+    command,
+    load,
+    open_db,
+    rule_sets_of,
+)
 from bsc_rules.cli._output import out, table, when
 from bsc_rules.errors import UsageError
 
@@ -20,21 +29,23 @@ def register(sub: Any) -> None:
     comment.add_argument("--month", required=True, help="the month the note is about: YYYY-MM")
     comment.add_argument("--by", help="who writes it (name and title), required with --text")
     comment.add_argument("--text", help="the note; without it, the notes kept are listed")
-    add_settings(comment, db=True)
+    add_settings(comment)
+    add_db(comment, required=False)
 
 
 def _comment(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.alerts.notes import Notes, check_month
-    from bsc_rules.rules.ruleset import load_ruleset
 
     check_month(args.month)
-    settings, store = open_db(args)
+    sets = rule_sets_of([load(args).rules])
+    _, store, db = open_db(args, list(sets))
     try:
-        known = load_ruleset(settings.rules).kpis
-        if args.kpi not in known:
-            msg = f"kpi: no KPI {args.kpi!r} in the rules (known: {', '.join(known)})"
+        rules = sets.get(db.office or "") or next(iter(sets.values()))
+        if args.kpi not in rules.kpis:
+            known = ", ".join(rules.kpis)
+            msg = f"kpi: no KPI {args.kpi!r} in the rules (known: {known})"
             raise UsageError(msg)
-        notes = Notes(store.connection)
+        notes = Notes(db)
         if args.text is None:
             rows = [(when(n.at), n.author, n.text) for n in notes.history(args.kpi, args.month)]
             ctx.console.print(table(("填報時間", "填報人", "分析與改進說明"), rows))

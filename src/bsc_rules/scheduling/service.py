@@ -58,7 +58,7 @@ from bsc_rules.privacy import mask_text
 from bsc_rules.scheduling.schedule import Schedule, decide_tick, deliver, missed_months
 from bsc_rules.scorecard import Ingested, IngestSummary
 from bsc_rules.settings import Settings
-from bsc_rules.store.db import connect, transaction
+from bsc_rules.store.db import connect
 from bsc_rules.store.lock import ServiceLock
 
 __all__ = [
@@ -198,13 +198,8 @@ class Service:
     def started(self, now: int) -> int:
         """The instant of the first start: recorded now if there is none yet."""
         if self._start is None:
-            conn = self.pipeline.conn
-            with self._lock, transaction(conn):
-                conn.execute("INSERT OR IGNORE INTO runs VALUES ('service', 'started', ?)", (now,))
-                row = conn.execute(
-                    "SELECT done_us FROM runs WHERE job = 'service' AND period = 'started'"
-                ).fetchone()
-            self._start = int(row[0])
+            with self._lock:
+                self._start = self.pipeline.started(now)
         return self._start
 
     # ------------------------------------------------------------ runs
@@ -354,7 +349,9 @@ def _open(settings: Settings, given: Pipeline | None) -> tuple[Pipeline, Outbox]
 def _delivery_outbox(pipeline: Pipeline) -> Outbox:
     """The outbox on a connection of its own to the pipeline's database file (WAL: its
     reads and short writes go on beside the pipeline's), or the pipeline's own outbox for
-    a database in memory."""
+    a database in memory, or on PostgreSQL (there it delivers under the service lock)."""
+    if pipeline.db.engine != "sqlite":
+        return pipeline.outbox
     rows: list[tuple[int, str, str]] = pipeline.conn.execute("PRAGMA database_list").fetchall()
     file = next((f for _, name, f in rows if name == "main"), "")
     return Outbox(connect(Path(file))) if file else pipeline.outbox
