@@ -177,7 +177,9 @@ class Leases:
             return dict(self._held)
 
     def fence(self, conn: psycopg.Connection[Any] | Db, office: str) -> int:
-        """:func:`assert_current` at the epoch this service holds ``office`` at; the epoch."""
+        """:func:`assert_current` at the epoch of the last tick; the epoch. Work begun under
+        an earlier epoch (the office lost and taken again meanwhile) should rather check
+        the epoch it began under (``Change.gained``) with :func:`assert_current`."""
         epoch = self.held().get(office)
         if epoch is None:
             raise LeaseLost(f"office {office!r}: not held by {self.holder}; nothing is committed")
