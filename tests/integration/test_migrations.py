@@ -27,6 +27,7 @@ from bsc_rules.store.sqlite import SQLiteStore
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 OLD = FIXTURES / "main-42b7987.db.gz"
 AS_OF = "2017-02-03T12:00:00+08:00"
+NEWER = SCHEMA_VERSION + 1  # a version this code does not know
 TABLES = ("events", "rejected", "alerts", "alert_history", "runs", "outbox")
 
 
@@ -130,9 +131,11 @@ def test_an_alerts_table_without_sent_gains_the_column(old_db: Path) -> None:
 
 def test_a_database_newer_than_the_code_is_refused(old_db: Path) -> None:
     with sqlite3.connect(old_db) as conn:
-        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema'")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(NEWER),))
     before = rows(old_db)
-    expected = f"schema version 5, this bsc_rules knows up to {SCHEMA_VERSION}; upgrade bsc_rules"
+    expected = (
+        f"schema version {NEWER}, this bsc_rules knows up to {SCHEMA_VERSION}; upgrade bsc_rules"
+    )
     with pytest.raises(StoreError, match=expected) as caught:
         SQLiteStore(old_db)
     assert str(old_db) in str(caught.value)

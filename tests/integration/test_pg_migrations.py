@@ -73,6 +73,11 @@ def test_a_new_postgres_database_has_every_table_keyed_by_office(
             assert pg_columns(conn, table) == {r[1] for r in info} | {"office"}, table
             if table != "rejected":  # version 1's: its seq alone, office in its unique key
                 assert pg_key(conn, table)[0] == "office", table
+        # PostgreSQL only (one service per SQLite file): the leases of shared offices.
+        assert pg_columns(conn, "leases") == {"office", "holder", "epoch", "expires_at"}
+        assert pg_key(conn, "leases") == ["office"]
+        assert pg_columns(conn, "lease_holders") == {"holder", "expires_at"}
+    assert "leases" not in {r[0] for r in lite.connection.execute("SELECT name FROM sqlite_master")}
     lite.close()
 
 
@@ -115,14 +120,15 @@ def test_a_failed_upgrade_leaves_the_database_as_it_was(pg_url: str) -> None:
 def test_a_newer_database_is_refused_naming_both_versions_in_both_dialects(
     pg_url: str, tmp_path: Path
 ) -> None:
-    expected = f"schema version 7, this bsc_rules knows up to {SCHEMA_VERSION}"
+    newer = SCHEMA_VERSION + 1
+    expected = f"schema version {newer}, this bsc_rules knows up to {SCHEMA_VERSION}"
     with pg_store.connect(pg_url) as conn:
-        conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema'")
+        conn.execute("UPDATE meta SET value = %s WHERE key = 'schema'", (str(newer),))
         with pytest.raises(StoreError, match=expected):
             migrate(conn, pg_store.describe(pg_url))
     SQLiteStore(tmp_path / "office.db").close()
     with sqlite3.connect(tmp_path / "office.db") as lite:
-        lite.execute("UPDATE meta SET value = '7' WHERE key = 'schema'")
+        lite.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(newer),))
     with pytest.raises(StoreError, match=expected):
         SQLiteStore(tmp_path / "office.db")
 

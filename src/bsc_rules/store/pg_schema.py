@@ -145,6 +145,23 @@ NOTES = (
     "CREATE INDEX notes_month ON notes (office, month, kpi, seq)",
 )
 
+# Services sharing offices (store/lease.py): a row per office, held by one service at a
+# time; ``epoch`` grows by one at every takeover and fences the holder's writes. A free
+# office has no holder. ``lease_holders`` is each running service's heartbeat: the live
+# services among which the offices are spread. Times are the database's (now()).
+LEASES = (
+    """CREATE TABLE leases (
+    office     text PRIMARY KEY,
+    holder     text,
+    epoch      bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz NOT NULL DEFAULT '-infinity'
+)""",
+    """CREATE TABLE lease_holders (
+    holder     text PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+)""",
+)
+
 # Run before the migrations, in their transaction: the version table, and one upgrader at
 # a time (a transaction-scoped advisory lock; the key is arbitrary but fixed).
 PREAMBLE = (
@@ -187,6 +204,11 @@ PARTITION_CREATE = "CREATE TABLE {name} PARTITION OF events FOR VALUES IN ({offi
 # is a cursor that never skips a row (concurrent transactions would commit a lower seq
 # after a reader had moved past it). The office's one service writes; others rarely.
 OFFICE_WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7262381))"
+
+# New events of an office: a wake-up for the services (store/lease.py), sent inside the
+# transaction that stored them, so delivered at its commit and never for a rollback.
+EVENTS_CHANNEL = "bsc_rules_events"
+NOTIFY_EVENTS = f"SELECT pg_notify('{EVENTS_CHANNEL}', %s)"
 
 # Every transaction on an office's other tables (alerts, runs, outbox, notes: see
 # sqlconn.Db.transaction) takes this lock first: SQLite's BEGIN IMMEDIATE, per office, so a

@@ -6,7 +6,9 @@ on, the server's default, so the commit is on the server's disk); the idempotenc
 ``(office, source, id)``, a duplicate being the same content even when written otherwise;
 rows of ``events`` can be neither updated nor deleted (a trigger). Events are partitioned
 by office (:mod:`.pg_schema`); a batch is loaded by binary COPY into a temporary staging
-table and stored by one ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``.
+table and stored by one ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``. A
+transaction that stored events notifies ``bsc_rules_events`` with the office (a wake-up
+for the services sharing the database: :mod:`.lease`).
 """
 
 from __future__ import annotations
@@ -184,7 +186,9 @@ class PostgresStore(KeepsOwnWrites):
         with self._errors(), self._conn.transaction():
             self._conn.execute(pg_schema.OFFICE_WRITE_LOCK, (self.office,))
             got = self._conn.execute(_INSERT_ONE, (*row, content_digest(body), body)).fetchone()
-            if got is None:
+            if got is not None:
+                self._conn.execute(pg_schema.NOTIFY_EVENTS, (self.office,))
+            else:
                 standing = self._conn.execute(
                     "SELECT body FROM events WHERE office = %s AND source = %s AND id = %s",
                     (self.office, *key),
@@ -207,6 +211,8 @@ class PostgresStore(KeepsOwnWrites):
                 (src, id_): int(seq)
                 for seq, src, id_ in self._conn.execute(_INSERT_STAGED, params).fetchall()
             }
+            if inserted:
+                self._conn.execute(pg_schema.NOTIFY_EVENTS, (self.office,))
             standing: dict[tuple[str, str], bytes] = {}
             if len(inserted) < len(batch):
                 rows = self._conn.execute(_STANDING, params).fetchall()
