@@ -54,7 +54,6 @@ _STEPS = (
     "alerts, alert history, runs and the outbox",
     "the sections' notes per KPI and month",
     "who acknowledged an alert, and when",
-    "(reserved: the step numbered 5 of a parallel change)",
     "the office leases of services sharing a PostgreSQL database",
 )
 _ACK_COLUMNS = (
@@ -76,17 +75,15 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         ),
         Migration(3, _STEPS[2], sqlite_schema.NOTES),
         Migration(4, _STEPS[3], (), _ACK_COLUMNS),
-        Migration(5, _STEPS[4], ()),
         # One service per SQLite file (an OS lock, store/lock.py): no leases to keep.
-        Migration(6, _STEPS[5], ()),
+        Migration(5, _STEPS[4], ()),
     ),
     "postgres": (
         Migration(1, _STEPS[0], pg_schema.EVENT_LOG),
         Migration(2, _STEPS[1], pg_schema.ALERTS_AND_OUTBOX),
         Migration(3, _STEPS[2], pg_schema.NOTES),
         Migration(4, _STEPS[3], (), _ACK_COLUMNS),
-        Migration(5, _STEPS[4], ()),
-        Migration(6, _STEPS[5], pg_schema.LEASES),
+        Migration(5, _STEPS[4], pg_schema.LEASES),
     ),
 }
 SCHEMA_VERSION = len(MIGRATIONS["sqlite"])

@@ -1,6 +1,6 @@
 """Leases: services sharing the offices of one PostgreSQL database (spec/service.md).
 
-Each office has a row in ``leases`` (``holder``, ``epoch``, ``expires_at``; migration 6,
+Each office has a row in ``leases`` (``holder``, ``epoch``, ``expires_at``; migration 5,
 :data:`.pg_schema.LEASES`). A service holds an office while its row names it; every
 takeover (of a free office, or of one whose ``expires_at`` has passed) adds one to
 ``epoch``. Expiry is judged by the database's clock alone (``now()``): this module reads
