@@ -54,6 +54,7 @@ wheel-check: $(STAMP)
 # Benchmarks (docs/benchmarks.md): `make bench` runs the full set (national year of 10M
 # events; about 19 min), `make bench QUICK=1` a national sample (5-6 min). DuckDB is a
 # baseline only: the `bench` extra of pyproject.toml, not a dependency of the project.
+# Then bench-offices (below; the full one ingests the 10M-event file three times).
 bench: $(STAMP)
 	$(BIN)/python -c "import duckdb" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[dev,bench]"
 	$(BIN)/python -m bench $(if $(filter-out 0,$(QUICK)),--quick)
