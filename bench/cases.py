@@ -520,7 +520,7 @@ def case_profile(
 def main(argv: list[str]) -> int:
     # Run as __main__, this module is not ``bench.cases``: use the registry that the
     # baselines and DuckDB modules fill, the imported one.
-    from bench import baselines, duck, http_cases  # noqa: F401  (they register their cases)
+    from bench import baselines, duck, http_cases, offices  # noqa: F401  (they register their cases)
     from bench.cases import CASES as registry
 
     name, args = argv[0], orjson.loads(argv[1]) if len(argv) > 1 else {}

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -763,6 +764,45 @@ def only_pipeline(plan: Plan, run: Runner) -> int:
     return 0
 
 
+def only_offices(plan: Plan, run: Runner) -> int:
+    """``python -m bench --only offices``: a many-office national file ingested with two
+    workers into per-office SQLite files and into PostgreSQL beside PostgreSQL's floor,
+    and the city's restart on PostgreSQL (issue #12)."""
+    from bench import offices as bo
+
+    run.env = bo.environ_without_pin()  # two workers: no pinning to one core
+    name = "national-offices-sample" if plan.quick else "national-offices"
+    codes = {"national": config.national_offices(plan.national_events), "city": config.TAIPEI}
+    inputs: dict[str, Input] = {}
+    for key, made_name in (("national", name), ("city", "city-offices")):
+        run.log(f"input {made_name}: {len(codes[key])} offices …")
+        inputs[key] = ensure(made_name, codes[key], rewrite=False)
+    nat, city = inputs["national"], inputs["city"]
+    rules = {k: bo.write_deployment(DATA / "offices-rules" / k, v) for k, v in codes.items()}
+    r: dict[str, Any] = {"plan": plan.mode, "machine": machine()}
+    r["inputs"] = {k: {"offices": v.offices, "events": v.events, "bytes": v.bytes}
+                   for k, v in inputs.items()}  # fmt: skip
+    ingest = {"path": str(nat.path), "rules": str(rules["national"]), "workers": 2}
+    r["sqlite"] = run("ingest → per-office SQLite", "cli_ingest", db=f"{DATA / 'offices-db'}/",
+                      events=nat.events, **ingest)  # fmt: skip
+    with bo.pg_cluster() as admin:
+        r["pg_version"] = bo.pg_version(admin)
+        url = bo.database(admin, "national")
+        r["postgres"] = run("ingest → PostgreSQL", "cli_ingest", db=url, events=nat.events,
+                            **ingest)  # fmt: skip
+        r["floor"] = run("PostgreSQL floor", "pg_floor", path=str(nat.path), url=url)
+        url = bo.database(admin, "city")
+        r["city_pg"] = run("city ingest → PostgreSQL", "cli_ingest", db=url, path=str(city.path),
+                           rules=str(rules["city"]), workers=2, events=city.events)  # fmt: skip
+        r["restart"] = run("city restart on PostgreSQL", "pg_restart", url=url,
+                           rules=str(rules["city"]), codes=list(config.TAIPEI))  # fmt: skip
+    shutil.rmtree(DATA / "offices-db", ignore_errors=True)
+    r["wall_seconds"] = time.perf_counter() - run.started
+    text = bo.write(OUT, plan.mode, r)
+    sys.stdout.write("\n" + text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a national sample, a few minutes")
@@ -770,8 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", type=Path, help="print the table of a saved results file")
     parser.add_argument(
         "--only",
-        choices=["http", "pipeline"],
-        help="only the HTTP door, or only the alert pipeline replay, against in-process ingest",
+        choices=["http", "pipeline", "offices"],
+        help="only the HTTP door, or only the alert pipeline replay, against in-process ingest;"
+        " or many offices: ingest with two workers into SQLite files and PostgreSQL",
     )
     args = parser.parse_args(argv)
     if args.render is not None:
@@ -786,6 +827,8 @@ def main(argv: list[str] | None = None) -> int:
         return only_http(plan, run)
     if args.only == "pipeline":
         return only_pipeline(plan, run)
+    if args.only == "offices":
+        return only_offices(plan, run)
     results = measure(plan, run)
     results["wall_seconds"] = time.perf_counter() - run.started
     results["load"] = {"max": max(run.loads), "mean": sum(run.loads) / len(run.loads)}
