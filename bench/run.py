@@ -748,6 +748,7 @@ def only_pipeline(plan: Plan, run: Runner) -> int:
     )  # fmt: skip
     ingest, pipeline = result["ingest"], result["pipeline"]
     m = result["machine"]
+    ratio = pipeline["events_per_s"] / ingest["events_per_s"]
     text = (
         f"{m['cores']} cores, {m['cpu']}, {m['memory_gb']} GB RAM; {made.events:,} events\n\n"
         "| run | throughput | wall | vs ingest |\n|---|---|---|---|\n"
@@ -755,7 +756,7 @@ def only_pipeline(plan: Plan, run: Runner) -> int:
         f"| {ingest['seconds']:.2f} s | 1.00× |\n"
         f"| alert pipeline replay ({pipeline['ticks']:,} mail instants, "
         f"{pipeline['sent']:,} messages) | {pipeline['events_per_s']:,.0f} ev/s "
-        f"| {pipeline['seconds']:.2f} s | {pipeline['events_per_s'] / ingest['events_per_s']:.2f}× |\n"
+        f"| {pipeline['seconds']:.2f} s | {ratio:.2f}× |\n"
     )
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"results-pipeline-{plan.mode}.json").write_text(json.dumps(result, indent=1))
