@@ -130,10 +130,6 @@ class DailyList:
     reply_by: dt.date | None = None  # acknowledge by this day (the next working day)
     multi_office: bool = False  # the ack command names the office
 
-    @property
-    def empty(self) -> bool:
-        return not (self.overdue or self.due_soon or self.closed or self.kpis or self.undelivered)
-
 
 @dataclass(frozen=True, slots=True)
 class TrendPoint:
