@@ -158,12 +158,12 @@ def test_start_configures_the_jobs_and_shutdown_leaves_no_thread(tmp_path: Path)
     service.start()
     assert service.scheduler.running
     jobs = {job.id: job for job in service.scheduler.get_jobs()}
-    assert set(jobs) == {"tick", "digest"}
+    assert set(jobs) == {"tick", "at-8"}
     for job in jobs.values():
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 1800)
         assert job.func == service.scheduled
     assert str(jobs["tick"].trigger) == str(tick_trigger(30))
-    assert str(jobs["digest"].trigger) == str(digest_trigger(8))
+    assert str(jobs["at-8"].trigger) == str(digest_trigger(8))
     service.close()
     assert service.scheduler is None
     assert set(threading.enumerate()) <= before

@@ -16,16 +16,13 @@ from bsc_rules.cli._common import (
     binary_stdout,
     command,
     form_of,
-    open_store,
     shown,
 )
 from bsc_rules.cli._output import out
 from bsc_rules.errors import UsageError
 
 if TYPE_CHECKING:
-    from bsc_rules.measures.report import Report
     from bsc_rules.notify.notices import Mail
-    from bsc_rules.rules.offices import Deployment
     from bsc_rules.settings import Settings
 
 
@@ -62,7 +59,7 @@ def _month(text: str) -> tuple[int, int]:
 
 
 def _digest(args: argparse.Namespace, ctx: Context) -> int:
-    from bsc_rules.notify.city import build_city_digest, render_city
+    from bsc_rules.notify.city import city_mail
     from bsc_rules.rules.offices import load_deployment
     from bsc_rules.settings import load_settings
 
@@ -78,34 +75,14 @@ def _digest(args: argparse.Namespace, ctx: Context) -> int:
     if end > now:
         raise BadArguments(f"--month {year}-{month:02d}：該月尚未結束，無法產生月報")
     deployment = load_deployment(args.rules)
-    city = deployment.city
-    if city is None:
+    if deployment.city is None:
         where = (args.rules or Path("rules")) / "deployment.yaml"
         raise UsageError(f"規則資料夾未描述市府（{where}：city），無市府月報之收件者")
     settings = load_settings(args.settings)
-    reports = _reports(args, deployment, end - 1, year)
-    digest = build_city_digest(city, deployment.offices, reports, year, month)
-    mail = render_city(digest, sender=settings.sender, to=tuple(city.recipients), date=now,
-                       templates=settings.templates)  # fmt: skip
+    mail = city_mail(deployment, args.db, year, month, sender=settings.sender, now=now,
+                     matcher=args.matcher, templates=settings.templates)  # fmt: skip
     _deliver(args, ctx, mail, settings)
     return OK
-
-
-def _reports(
-    args: argparse.Namespace, deployment: Deployment, as_of: int, year: int
-) -> dict[str, Report]:
-    """Each office's report as of the month's last instant, in the city's order; an office
-    the database does not hold yet reports no data."""
-    from bsc_rules.scorecard import Scorecard
-    from bsc_rules.store.dbform import held_offices
-
-    held = set(held_offices(args.db))
-    reports = {}
-    for code in deployment.ordered():
-        store = open_store(args.db, code, create=False) if code in held else None
-        with Scorecard(deployment.offices[code], store=store, matcher=args.matcher) as card:
-            reports[code] = card.report_at(as_of, year)
-    return reports
 
 
 def _deliver(args: argparse.Namespace, ctx: Context, mail: Mail, settings: Settings) -> None:

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bsc_rules.calendar import month_bounds, roc_year
+from bsc_rules.errors import UsageError
 from bsc_rules.measures.report import KpiResult, Report
 from bsc_rules.notify.notices import KpiInfo, Mail, kpi_info
 from bsc_rules.notify.render import one_line, render_named
 from bsc_rules.privacy import mask_text
-from bsc_rules.rules.offices import City
+from bsc_rules.rules.offices import City, Deployment
 from bsc_rules.rules.ruleset import RuleSet
 
 BEHIND = ("at_risk", "breached")
@@ -208,3 +209,44 @@ def render_city(
         date=date,
         headers=(("Auto-Submitted", "auto-generated"), ("X-BSC-Kind", "city")),
     )
+
+
+def city_reports(
+    deployment: Deployment, db: str, year: int, month: int, matcher: str = "auto"
+) -> dict[str, Report]:
+    """Each office's report as of the last instant of (year, month), from its log in the
+    multi-office database ``db`` (a directory or a PostgreSQL URL), in the city's order;
+    an office the database does not hold yet reports no data. Read only: nothing written."""
+    from bsc_rules.scorecard import Scorecard
+    from bsc_rules.store.dbform import held_offices, open_store
+
+    as_of = month_bounds(year, month)[1] - 1
+    held = set(held_offices(db))
+    reports = {}
+    for code in deployment.ordered():
+        store = open_store(db, code) if code in held else None
+        with Scorecard(deployment.offices[code], store=store, matcher=matcher) as card:
+            reports[code] = card.report_at(as_of, year)
+    return reports
+
+
+def city_mail(
+    deployment: Deployment,
+    db: str,
+    year: int,
+    month: int,
+    *,
+    sender: str,
+    now: int,
+    matcher: str = "auto",
+    templates: Path | None = None,
+) -> Mail:
+    """The city's digest of (year, month) as mail to ``city.recipients`` (the deployment
+    must describe its city): what ``digest --city`` sends and the service queues."""
+    city = deployment.city
+    if city is None:
+        raise UsageError(f"{deployment.directory / 'deployment.yaml'}: no city described")
+    reports = city_reports(deployment, db, year, month, matcher)
+    digest = build_city_digest(city, deployment.offices, reports, year, month)
+    to = tuple(city.recipients)
+    return render_city(digest, sender=sender, to=to, date=now, templates=templates)

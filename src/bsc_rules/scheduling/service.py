@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,7 @@ __all__ = [
     "digest_trigger",
     "mailer_for",
     "missed_months",
+    "scheduler_for",
     "serve",
     "tick_trigger",
 ]
@@ -122,6 +123,22 @@ def digest_trigger(hour: int) -> Any:
     return CronTrigger(hour=hour, minute=0, timezone=TAIPEI)
 
 
+def scheduler_for(job: Callable[[], None], tick_minutes: int, hours: Iterable[int]) -> Any:
+    """A background scheduler (not started; memory store, nothing pickled, one job at a
+    time) running ``job`` at every tick (:func:`tick_trigger`) and every day at each of
+    ``hours``:00 (the digest's and the morning mail's hours, :func:`digest_trigger`)."""
+    grace = tick_minutes * 60  # later than one tick: the next tick does the work
+    scheduler = BackgroundScheduler(
+        timezone=TAIPEI,
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
+    )
+    scheduler.add_job(job, tick_trigger(tick_minutes), id="tick", name="tick")
+    for hour in sorted(set(hours)):
+        scheduler.add_job(job, digest_trigger(hour), id=f"at-{hour}", name=f"{hour}:00")
+    return scheduler
+
+
 def mailer_for(settings: Settings) -> Mailer:
     """The SMTP mailer the settings describe (the password only from the environment)."""
     smtp = settings.smtp
@@ -163,17 +180,25 @@ class Service:
         clock: Clock,
         mailer: Mailer | None = None,
         pipeline: Pipeline | None = None,
+        *,
+        office: str | None = None,
+        exclusive: bool = True,
     ) -> None:
+        """The service of the settings' database (of ``office`` where the rule folder has
+        several). With ``exclusive`` false the caller guards the office (a lease on
+        PostgreSQL: :mod:`.fleet`) and no file lock is taken."""
         self.settings, self.clock = settings, clock
         # One scheduler per database: refused here, naming the holder, if another runs.
-        self._db_lock = ServiceLock(settings.database)
-        self._db_lock.acquire(to_us(clock.now()))
+        self._db_lock = ServiceLock(settings.database) if exclusive else None
+        if self._db_lock is not None:
+            self._db_lock.acquire(to_us(clock.now()))
         try:
             self.mailer = mailer if mailer is not None else mailer_for(settings)
             self._owned = pipeline is None
-            self.pipeline, self._outbox = _open(settings, pipeline)
+            self.pipeline, self._outbox = _open(settings, pipeline, office)
         except BaseException:
-            self._db_lock.release()
+            if self._db_lock is not None:
+                self._db_lock.release()
             raise
         secret = settings.ack_secret
         if settings.public_url and secret is not None and self.pipeline.ack_links is None:
@@ -294,20 +319,8 @@ class Service:
 
     def _scheduler(self) -> Any:
         """A scheduler with the jobs built from the settings (memory store, nothing pickled)."""
-        s = self.settings
-        grace = s.tick_minutes * 60  # later than one tick: the next tick does the work
-        scheduler = BackgroundScheduler(
-            timezone=TAIPEI,
-            executors={"default": ThreadPoolExecutor(max_workers=1)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
-        )
-        scheduler.add_job(self.scheduled, tick_trigger(s.tick_minutes), id="tick", name="tick")
-        digest = digest_trigger(self.schedule.hour)
-        scheduler.add_job(self.scheduled, digest, id="digest", name="digest")
-        if self.schedule.lists_hour != self.schedule.hour:  # the morning mail's hour
-            lists = digest_trigger(self.schedule.lists_hour)
-            scheduler.add_job(self.scheduled, lists, id="lists", name="lists")
-        return scheduler
+        hours = {self.schedule.hour, self.schedule.lists_hour}
+        return scheduler_for(self.scheduled, self.settings.tick_minutes, hours)
 
     def shutdown(self) -> None:
         """Stop the scheduler, waiting for a running job; its threads are gone on return."""
@@ -324,7 +337,8 @@ class Service:
         if self._owned:
             with self._lock:
                 self.pipeline.card.close()
-        self._db_lock.release()
+        if self._db_lock is not None:
+            self._db_lock.release()
 
     def __enter__(self) -> Service:
         return self
@@ -333,11 +347,13 @@ class Service:
         self.close()
 
 
-def _open(settings: Settings, given: Pipeline | None) -> tuple[Pipeline, Outbox]:
+def _open(
+    settings: Settings, given: Pipeline | None, office: str | None
+) -> tuple[Pipeline, Outbox]:
     """The pipeline (``given``, or opened over the settings' database) and the outbox that
     delivers its mail (:func:`_delivery_outbox`); a pipeline opened here is closed again if
     the outbox cannot be had."""
-    pipeline = given if given is not None else open_pipeline(settings)
+    pipeline = given if given is not None else open_pipeline(settings, office=office)
     try:
         return pipeline, _delivery_outbox(pipeline)
     except BaseException:

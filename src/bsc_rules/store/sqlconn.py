@@ -49,6 +49,13 @@ commits); ``ROLLBACK`` if it raises. On PostgreSQL a failed statement spoils the
 transaction: do not catch a database error and go on inside one. :attr:`Db.in_transaction`
 tells whether one is open (the outbox's ``enqueue`` requires it).
 
+**Fencing.** :attr:`Db.fence`, when set, runs at the start of every PostgreSQL write
+transaction (after the office's lock, before the block): a service holding the office by
+a lease sets it to :func:`.lease.assert_current` at its epoch, so that every alert saved,
+mail queued, sending recorded or run recorded in the office's name commits only while
+that epoch is current; it raises (:class:`.lease.LeaseLost`) and the transaction rolls
+back otherwise.
+
 **Errors.** A PostgreSQL error becomes a :class:`StoreError` naming the server (never its
 password); a SQLite error is what it was (a ``sqlite3.Error``, a :class:`StoreError` from
 a transaction), as the CLI and the HTTP door already expect.
@@ -65,7 +72,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
@@ -136,6 +143,7 @@ class Db:
         on SQLite it is only kept (the file is the office)."""
         self.connection = conn
         self.office = office
+        self.fence: Callable[[Db], None] | None = None
         self.engine: Engine = "sqlite" if isinstance(conn, sqlite3.Connection) else "postgres"
         if isinstance(conn, sqlite3.Connection):
             if conn.isolation_level is not None:
@@ -215,6 +223,8 @@ class Db:
             return
         with self._pg_errors(), conn.transaction():
             conn.execute(pg_schema.OFFICE_TABLES_LOCK, (self.office,))
+            if self.fence is not None:
+                self.fence(self)
             yield self
 
     @contextmanager
