@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # mails carry a signed link per row only where it and the secret are set.
     public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = None
     ack_secret: SecretStr | None = None  # BSC_RULES_ACK_SECRET only, never a file
+    # Services sharing a PostgreSQL database (service.md, "Leases"): an office's lease
+    # lasts `lease_ttl_seconds` past its last renewal, renewed every `lease_renew_seconds`.
+    lease_ttl_seconds: Annotated[float, Field(gt=0, le=3600)] = 20.0
+    lease_renew_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ from bsc_rules.cli._common import (
     command,
     db_value,
     exit_for,
+    form_of,
     instant,
     lines,
     load,
@@ -75,7 +76,17 @@ def register(sub: Any) -> None:
     history.add_argument("--case")
     _add_db(history)
     run = command(sub, "run", _run, "start the service (scheduler, ingest, alerts, mail)")
-    add_settings(run, db=True)
+    add_settings(run)
+    run.add_argument(
+        "--db",
+        help="SQLite file (one office), directory of per-office files or postgresql:// URL"
+        " (every office of the deployment, shared by leases on PostgreSQL)",
+    )
+    run.add_argument(
+        "--office",
+        action="append",
+        help="serve only this office of a directory or PostgreSQL (repeatable)",
+    )
     serve = command(sub, "serve", _serve, "the HTTP door (CloudEvents in) beside the service")
     add_settings(serve, db=True)
     serve.add_argument("--host", default="127.0.0.1")
@@ -219,8 +230,16 @@ def _serve(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _run(args: argparse.Namespace, ctx: Context) -> int:
+    db = db_value(args)
+    if form_of(db) != "file":
+        from bsc_rules.scheduling.fleet import serve_fleet
+
+        serve_fleet(load(args), db, clock=ctx.clock, offices=args.office)
+        return OK
     from bsc_rules.scheduling.service import serve
 
+    if args.office:
+        raise BadArguments(f"--office: the SQLite file {db} holds one office")
     stdin = None if sys.stdin.isatty() else sys.stdin.buffer
     serve(load(args), clock=ctx.clock, stdin=stdin)
     return OK

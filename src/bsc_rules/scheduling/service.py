@@ -149,12 +149,12 @@ def mailer_for(settings: Settings) -> Mailer:
     )
 
 
-def _info(message: str) -> None:
-    log.info(mask_text(message))
+def _info(message: str, office: str | None = None) -> None:
+    log.info(mask_text(message), extra=None if office is None else {"office": office})
 
 
-def _warn(message: str) -> None:
-    log.warning(mask_text(message))
+def _warn(message: str, office: str | None = None) -> None:
+    log.warning(mask_text(message), extra=None if office is None else {"office": office})
 
 
 # ---------------------------------------------------------------- the service
@@ -213,6 +213,11 @@ class Service:
         self._start: int | None = None
 
     @property
+    def code(self) -> str:
+        """The office served."""
+        return self.pipeline.card.rules.code
+
+    @property
     def lock(self) -> threading.RLock:
         """The lock every database action of the service holds: another writer in the same
         process (the HTTP door) takes it too, so that its writes and a tick never overlap."""
@@ -235,7 +240,7 @@ class Service:
             start, schedule = self.started(now), self.schedule
             for year, month in schedule.missed_months(start, now):
                 if not self.pipeline.digest_sent(year, month):
-                    _info(f"補寄月報：{roc_year(year)}年{month}月")
+                    _info(f"補寄月報：{roc_year(year)}年{month}月", self.code)
         return self.tick(now)  # the tick sends every digest still owed, once each
 
     def tick(self, now: int) -> TickResult:
@@ -247,7 +252,7 @@ class Service:
             queued = decide_tick(self.pipeline, self.schedule, now, self.started(now))
         sent, parked = self.deliver(now)
         for message_id in parked:
-            _warn(f"郵件無法投遞，已擱置：{message_id}")
+            _warn(f"郵件無法投遞，已擱置：{message_id}", self.code)
         return TickResult(picked, tuple(queued), tuple(sent), tuple(parked))
 
     def deliver(self, now: int) -> tuple[list[str], list[str]]:
@@ -265,17 +270,17 @@ class Service:
         try:
             moved = self.pipeline.card.reread_calendar()
         except BscRulesError as exc:
-            _warn(f"行事曆重新讀取失敗，沿用原設定：{exc}")
+            _warn(f"行事曆重新讀取失敗，沿用原設定：{exc}", self.code)
             return
         if moved:
-            _info(f"行事曆已更新（停止上班日等）：{moved} 件案件期限隨之調整")
+            _info(f"行事曆已更新（停止上班日等）：{moved} 件案件期限隨之調整", self.code)
 
     def scheduled(self) -> None:
         """The scheduler's job: a tick at the clock's time; errors are logged, not raised."""
         try:
             result = self.tick(to_us(self.clock.now()))
         except Exception as exc:  # a failed tick must not stop the service; the next retries
-            _warn(f"排程執行失敗（下次排程將重試）：{type(exc).__name__}: {exc}")
+            _warn(f"排程執行失敗（下次排程將重試）：{type(exc).__name__}: {exc}", self.code)
             return
         if result.queued or result.sent or result.picked_up:
             _info(
@@ -304,7 +309,7 @@ class Service:
             outcome = self.ingest(raw, number, origin)
             summary.add(outcome)
             if outcome.rejection is not None:
-                _warn(f"標準輸入第 {number} 行未接受：{outcome.rejection}")
+                _warn(f"標準輸入第 {number} 行未接受：{outcome.rejection}", self.code)
         return summary
 
     # ------------------------------------------------------------ scheduler
@@ -376,12 +381,12 @@ def _delivery_outbox(pipeline: Pipeline) -> Outbox:
 # ---------------------------------------------------------------- bsc-rules run
 
 
-class _Stopped(BaseException):
+class Stopped(BaseException):
     """Raised in the main thread by SIGINT/SIGTERM to leave a blocking read."""
 
 
 @contextmanager
-def _signals(stop: threading.Event) -> Iterator[None]:
+def signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT and SIGTERM set ``stop`` (and interrupt the main thread once)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -390,7 +395,7 @@ def _signals(stop: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if not stop.is_set():
             stop.set()
-            raise _Stopped
+            raise Stopped
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -402,7 +407,8 @@ def _signals(stop: threading.Event) -> Iterator[None]:
 
 class LogFormatter(logging.Formatter):
     """``2017-03-23T08:00:00.123+08:00 INFO datong message``: the time is the injected
-    clock's (not the record's wall-clock time), in Asia/Taipei; then the level and office."""
+    clock's (not the record's wall-clock time), in Asia/Taipei; then the level and office
+    (the record's own ``office``, where a service of many offices gives it one)."""
 
     def __init__(self, clock: Clock, office: str = "-") -> None:
         super().__init__()
@@ -410,14 +416,15 @@ class LogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         moment = self.clock.now().astimezone(TAIPEI).isoformat(timespec="milliseconds")
-        line = f"{moment} {record.levelname} {self.office} {record.getMessage()}"
+        office = getattr(record, "office", None) or self.office
+        line = f"{moment} {record.levelname} {office} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 @contextmanager
-def _stderr_log(clock: Clock, office: str = "-") -> Iterator[LogFormatter]:
+def stderr_log(clock: Clock, office: str = "-") -> Iterator[LogFormatter]:
     """The package's log lines (every ``bsc_rules`` logger: the service's, the mailer's)
     on standard error, formatted by :class:`LogFormatter`."""
     handler = logging.StreamHandler(sys.stderr)
@@ -446,12 +453,12 @@ def serve(
     """
     clock = clock if clock is not None else SystemClock()
     stop = stop if stop is not None else threading.Event()
-    with _stderr_log(clock) as formatter, _signals(stop):
+    with stderr_log(clock) as formatter, signals(stop):
         service = Service(settings, clock)
         formatter.office = service.pipeline.card.rules.code
         try:
             _run(service, settings, clock, stdin, stop)
-        except _Stopped:
+        except Stopped:
             pass
         finally:
             service.close()
