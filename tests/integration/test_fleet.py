@@ -101,13 +101,15 @@ def test_a_directory_fleet_mails_each_office_to_its_own_sections_and_the_city_on
         fleet.tick(to_us(clock.now()))  # again: nothing twice
         mail = maildir(box)
         ids = Counter(m["Message-ID"] for m in mail)
-        assert ids and max(ids.values()) == 1
+        assert ids
+        assert max(ids.values()) == 1
         by_office = Counter(office_of(m) for m in mail)
         assert set(by_office) == {*_codes(), "civil-affairs"}
         assert by_office["civil-affairs"] == 1
         city = next(m for m in mail if office_of(m) == "civil-affairs")
         assert [a.addr_spec for a in city["To"].addresses] == [CITY_TO]
-        assert city["X-BSC-Kind"] == "city" and "106年1月" in city["Subject"]
+        assert city["X-BSC-Kind"] == "city"
+        assert "106年1月" in city["Subject"]
         for code in _codes():  # each office's digest to its own director
             digests = [m for m in mail if office_of(m) == code and m["X-BSC-Kind"] == "digest"]
             assert any(f"director@{code}.example.org" in m["To"] for m in digests), code
@@ -161,7 +163,8 @@ def two(tmp_path: Path, january: Path, pg_url: str) -> Iterator[dict[str, Any]]:
     try:
         a.start(background=False)  # alone: every office and the city
         b.start(background=False)  # the others' leases still run: nothing yet
-        assert len(a.held()) == 12 and b.held() == []
+        assert len(a.held()) == 12
+        assert b.held() == []
         a.apply(a.leases.tick())  # two live services: a lets go of its extra share
         b.apply(b.leases.tick())  # and b takes them
         yield {"a": a, "b": b, "clock": clock, "box": box, "url": pg_url}
@@ -220,7 +223,9 @@ def test_a_service_whose_lease_was_taken_commits_nothing_more_for_the_office(
             ).fetchall()
         )
     assert office not in queued
-    assert queued and set(queued) <= set(a.held()) - {office}  # the others' mail went on
+    assert queued
+    assert set(queued) <= set(a.held()) - {office}
     a.apply(a.leases.tick())
-    assert office not in a.held() and a.service(office) is None
+    assert office not in a.held()
+    assert a.service(office) is None
     assert holders(url)[office] == "c"
