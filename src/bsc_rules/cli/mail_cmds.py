@@ -77,6 +77,7 @@ def register(sub: Any) -> None:
     _add_db(history)
     run = command(sub, "run", _run, "start the service (scheduler, ingest, alerts, mail)")
     add_settings(run)
+    add_rules(run)
     run.add_argument(
         "--db",
         help="SQLite file (one office), directory of per-office files or postgresql:// URL"

@@ -97,13 +97,13 @@ def _upgrade_postgres(url: str) -> Upgraded:
 
 def held_offices(db: str | Path) -> list[str]:
     """The offices a multi-office database holds, sorted: those with a file in the
-    directory form (``DIR/_rejected.db`` is none), those with an events partition in
-    PostgreSQL. A single SQLite file does not say (empty)."""
+    directory form (``DIR/_rejected.db`` and ``DIR/_city.db`` are none), those with an
+    events partition in PostgreSQL. A single SQLite file does not say (empty)."""
     form = form_of(db)
     if form == "directory":
         root = Path(db)
         found = sorted(p.stem for p in root.glob("*.db")) if root.is_dir() else []
-        return [code for code in found if code != REJECTED]
+        return [code for code in found if not code.startswith("_")]  # _rejected, _city
     if form == "postgres":
         from bsc_rules.store.postgres import offices
 
