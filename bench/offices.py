@@ -336,7 +336,7 @@ def case_profile_worker(path: str, db: str, rules: str, out: str, lines: int) ->
     sets = load_deployment(Path(rules)).offices
     mine = set(sorted(sets)[0::2])
     profiler = cProfile.Profile()
-    with RoutedIngest(db, sets, "python", Path(path).name) as routed:
+    with RoutedIngest(db, sets, Path(path).name) as routed:
         numbered = enumerate(itertools.islice(lines_of(path), lines), 1)
         profiler.enable()
         routed.run(numbered, mine=mine)

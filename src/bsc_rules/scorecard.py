@@ -144,16 +144,7 @@ class Scorecard:
         return self._own_office(parsed, line)
 
     def _own_office(self, parsed: Event | Rejection, line: int | None) -> Event | Rejection:
-        if isinstance(parsed, Event) and parsed.office not in (None, self.rules.code):
-            return Rejection(
-                f"expected {self.rules.code!r} (this rule set's office), got {parsed.office!r}",
-                field="office",
-                line=line,
-                event_id=parsed.id,
-                source=parsed.source,
-                raw=parsed.body,
-            )
-        return parsed
+        return own_office(parsed, self.rules.code, line)
 
     def ingest(
         self,
@@ -214,16 +205,7 @@ class Scorecard:
         in an Ingested each: the per-event path of a replay)."""
         if not pending:
             return
-        verdicts = self.store.append_batch([e for e, _ in pending])
-        apply = self._apply
-        for (event, line), verdict in zip(pending, verdicts, strict=True):
-            if verdict == "accepted":
-                apply(event)
-                summary.accepted += 1
-            elif verdict == "duplicate":
-                summary.duplicates += 1
-            else:
-                summary.rejections.append(self._conflict(event, origin, line))
+        store_batch(self.store, pending, summary, origin, self._apply)
         pending.clear()
         self._skip_own()
 
@@ -237,11 +219,7 @@ class Scorecard:
         return Ingested("rejected", rejection=self._conflict(event, origin, line))
 
     def _conflict(self, event: Event, origin: str, line: int | None) -> Rejection:
-        rejection = Rejection(
-            CONFLICT, field="id", line=line, event_id=event.id, source=event.source, raw=event.body
-        )
-        self.store.reject(rejection, origin)
-        return rejection
+        return conflict(self.store, event, origin, line)
 
     def _skip_own(self) -> None:
         """Move past the log rows this scorecard wrote right after the last one applied,
@@ -265,6 +243,50 @@ class Scorecard:
     def report_at(self, as_of: int, year: int | None = None) -> Report:
         """The same, at an instant in microseconds since the epoch."""
         return build_report(self.rules, self.book, as_of, year, self.store.rejected_count())
+
+
+def own_office(parsed: Event | Rejection, office: str, line: int | None) -> Event | Rejection:
+    """``parsed``, or its rejection when it names an office other than ``office``."""
+    if isinstance(parsed, Event) and parsed.office not in (None, office):
+        return Rejection(
+            f"expected {office!r} (this rule set's office), got {parsed.office!r}",
+            field="office",
+            line=line,
+            event_id=parsed.id,
+            source=parsed.source,
+            raw=parsed.body,
+        )
+    return parsed
+
+
+def store_batch(
+    store: EventStore,
+    pending: list[tuple[Event, int]],
+    summary: IngestSummary,
+    origin: str,
+    apply: Callable[[Event], None] | None = None,
+) -> None:
+    """Store ``(event, line)`` pairs in one commit, count the verdicts into ``summary``
+    (a conflict kept as rejected) and, after the commit, ``apply`` each accepted event."""
+    verdicts = store.append_batch([e for e, _ in pending])
+    for (event, line), verdict in zip(pending, verdicts, strict=True):
+        if verdict == "accepted":
+            if apply is not None:
+                apply(event)
+            summary.accepted += 1
+        elif verdict == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.rejections.append(conflict(store, event, origin, line))
+
+
+def conflict(store: EventStore, event: Event, origin: str, line: int | None) -> Rejection:
+    """The rejection of an event whose key is taken by other content, kept in ``store``."""
+    rejection = Rejection(
+        CONFLICT, field="id", line=line, event_id=event.id, source=event.source, raw=event.body
+    )
+    store.reject(rejection, origin)
+    return rejection
 
 
 def _calendar_stamp(rules: RuleSet) -> tuple[bytes | None, ...]:

@@ -150,6 +150,17 @@ def test_own_writes_are_the_accepted_rows_taken_once(store: EventStore) -> None:
     assert store.own_writes() == frozenset(written[1:])
 
 
+def test_forgotten_own_writes_are_no_longer_own(store: EventStore) -> None:
+    """A writer that keeps no state (a file ingest) forgets its writes; later ones count."""
+    store.append_batch([parsed(1), parsed(2)])
+    written = seqs(store)
+    store.forget_own()
+    assert store.own_writes() == frozenset()
+    assert store.take_own(written[0]) is False
+    store.append(parsed(3))
+    assert store.own_writes() == frozenset(seqs(store)[2:])
+
+
 def test_a_batch_is_all_or_nothing_and_a_rollback_forgets_its_writes(store: EventStore) -> None:
     store.append(parsed(1))
     before, own = seqs(store), store.own_writes()

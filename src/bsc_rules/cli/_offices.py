@@ -12,14 +12,14 @@ from pathlib import Path
 
 from bsc_rules.cli._common import Interrupt, lines, rule_sets_of
 from bsc_rules.errors import UsageError
-from bsc_rules.events import Rejection
+from bsc_rules.events import Event, Rejection, parse_line
 from bsc_rules.rules.ruleset import RuleSet
-from bsc_rules.scorecard import IngestSummary, Scorecard
+from bsc_rules.scorecard import IngestSummary, own_office, store_batch
 from bsc_rules.store.base import EventStore
 from bsc_rules.store.dbform import create_offices, open_rejected, open_store
 from bsc_rules.store.directory import route
 
-BATCH = 1000
+BATCH = 5000  # lines of one office committed together
 
 
 @dataclass
@@ -50,14 +50,18 @@ class OfficesSummary:
 
 
 class RoutedIngest:
-    """One scorecard per office of the deployment, opened on the office's first line."""
+    """Each line routed to its office's log, opened on the office's first line.
 
-    def __init__(
-        self, db: str, sets: dict[str, RuleSet], matcher: str, origin: str, create: bool = True
-    ) -> None:
-        self.db, self.sets, self.matcher, self.origin = db, sets, matcher, origin
+    A file ingest keeps no scorecard: each line is validated (the contract and its office),
+    stored durably in its office's log with its verdict (accepted, duplicate, conflict), a
+    rejected one kept; the offices' state is rebuilt from the logs by whatever reads them
+    next (``run``, ``serve``, ``status``), so none is built here (neither the case book
+    nor a replay of what the logs already held)."""
+
+    def __init__(self, db: str, sets: dict[str, RuleSet], origin: str, create: bool = True) -> None:
+        self.db, self.sets, self.origin = db, sets, origin
         self.summary = OfficesSummary()
-        self._cards: dict[str, Scorecard] = {}
+        self._stores: dict[str, EventStore] = {}
         self._pending: dict[str, list[tuple[int, bytes]]] = {}
         self._rejected: EventStore | None = None
         if create:
@@ -74,16 +78,19 @@ class RoutedIngest:
         lines of no known office only if ``keep_unknown``); everything routed is committed
         before returning (also when the lines stop early)."""
         keep = self._keep if keep_unknown else _drop
+        pending = self._pending
         try:
             for code, number, raw in route(lines, tuple(self.sets), keep, office=office):
                 if mine is not None and code not in mine:
                     continue
-                pending = self._pending.setdefault(code, [])
-                pending.append((number, raw))
-                if len(pending) >= BATCH:
+                waiting = pending.get(code)
+                if waiting is None:
+                    waiting = pending[code] = []
+                waiting.append((number, raw))
+                if len(waiting) >= BATCH:
                     self._flush(code)
         finally:
-            for code in list(self._pending):
+            for code in list(pending):
                 self._flush(code)
         return self.summary
 
@@ -94,19 +101,32 @@ class RoutedIngest:
         self.summary.unknown.append(rejection)
 
     def _flush(self, code: str) -> None:
-        pending = self._pending.pop(code, [])
-        if not pending:
+        """Validate an office's waiting lines, keep the rejected, store the rest in one
+        commit."""
+        waiting = self._pending.pop(code, [])
+        if not waiting:
             return
-        card = self._cards.get(code)
-        if card is None:
-            store = open_store(self.db, code)
-            card = self._cards[code] = Scorecard(self.sets[code], store=store, matcher=self.matcher)
-        done = card.ingest_numbered(pending, origin=self.origin, batch=BATCH)
-        self.summary.add(OfficesSummary({code: done}))
+        store = self._stores.get(code)
+        if store is None:
+            store = self._stores[code] = open_store(self.db, code)
+        done = self.summary.offices.get(code)
+        if done is None:
+            done = self.summary.offices[code] = IngestSummary()
+        events: list[tuple[Event, int]] = []
+        for number, raw in waiting:
+            parsed = own_office(parse_line(raw, number), code, number)
+            if isinstance(parsed, Rejection):
+                store.reject(parsed, self.origin)
+                done.rejections.append(parsed)
+            else:
+                events.append((parsed, number))
+        if events:
+            store_batch(store, events, done, self.origin)
+            store.forget_own()  # no scorecard here asks which rows were this one's
 
     def close(self) -> None:
-        for card in self._cards.values():
-            card.close()
+        for store in self._stores.values():
+            store.close()
         if self._rejected is not None:
             self._rejected.close()
 
@@ -122,7 +142,7 @@ def _drop(rejection: Rejection) -> None:
 
 
 def ingest_in_workers(
-    db: str, folders: list[Path | None], matcher: str, path: Path, office: str | None, workers: int
+    db: str, folders: list[Path | None], path: Path, office: str | None, workers: int
 ) -> OfficesSummary:
     """Ingest a many-office file with ``workers`` processes, the deployment's offices dealt
     out among them (sorted codes, round robin); each process reads the file, ingests the
@@ -135,7 +155,7 @@ def ingest_in_workers(
     total = OfficesSummary()
     with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
         futures = [
-            pool.submit(_work, db, folders, matcher, path, office, share, k == 0)
+            pool.submit(_work, db, folders, path, office, share, k == 0)
             for k, share in enumerate(shares)
         ]
         for future in futures:
@@ -146,7 +166,6 @@ def ingest_in_workers(
 def _work(
     db: str,
     folders: list[Path | None],
-    matcher: str,
     path: Path,
     office: str | None,
     share: list[str],
@@ -154,7 +173,7 @@ def _work(
 ) -> OfficesSummary:
     """One worker process: its offices' lines of the file, into its own stores."""
     sets = rule_sets_of(folders)
-    with Interrupt() as interrupt, RoutedIngest(db, sets, matcher, path.name, False) as routed:
+    with Interrupt() as interrupt, RoutedIngest(db, sets, path.name, False) as routed:
         numbered = enumerate(lines(path, stop=interrupt), 1)
         return routed.run(numbered, office, mine=set(share), keep_unknown=keep_unknown)
 

@@ -213,13 +213,13 @@ def _ingest_offices(
         with Interrupt() as interrupt:
             _readable(args.events)  # said here, not by each worker
             done = ingest_in_workers(
-                args.db, args.rules or [None], matcher(args), args.events, args.office, args.workers
+                args.db, args.rules or [None], args.events, args.office, args.workers
             )
         return _offices_ingested(args, ctx, done, interrupt.requested)
     with (
         Interrupt() as interrupt,
         FileProgress(size) as progress,
-        RoutedIngest(args.db, sets, matcher(args), args.events.name) as routed,
+        RoutedIngest(args.db, sets, args.events.name) as routed,
     ):
         numbered = enumerate(lines(args.events, progress, stop=interrupt), 1)
         done = routed.run(numbered, office=args.office)

@@ -52,6 +52,11 @@ class EventStore(Protocol):
         """The seqs written through this store object and not yet taken."""
         ...
 
+    def forget_own(self) -> None:
+        """Forget the seqs written so far (a writer that keeps no state: nothing will
+        ask ``take_own`` about them)."""
+        ...
+
     def close(self) -> None:
         """Release the store."""
         ...
@@ -75,6 +80,9 @@ class OwnWrites:
     def pending(self) -> frozenset[int]:
         return frozenset(self._seqs)
 
+    def clear(self) -> None:
+        self._seqs.clear()
+
 
 class KeepsOwnWrites:
     """``take_own``/``own_writes`` of the protocol for a store that records its committed
@@ -87,6 +95,9 @@ class KeepsOwnWrites:
 
     def own_writes(self) -> frozenset[int]:
         return self._own.pending()
+
+    def forget_own(self) -> None:
+        self._own.clear()
 
 
 class MemoryStore(KeepsOwnWrites):

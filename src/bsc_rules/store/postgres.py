@@ -45,10 +45,11 @@ _INSERT_STAGED = (
     " ) AS first ORDER BY ord"
     " ON CONFLICT (office, source, id) DO NOTHING RETURNING seq, source, id"
 )
-# The body that stands for each key of the batch (stored before, or by this batch).
+# The body that stands for each key given (stored before, or by this batch): asked only
+# for the keys of the batch that were not inserted or come again after their first.
 _STANDING = (
     "SELECT e.source, e.id, e.body FROM events AS e"
-    " JOIN (SELECT DISTINCT source, id FROM staging) AS s USING (source, id)"
+    " JOIN unnest(%(sources)s::text[], %(ids)s::text[]) AS k (source, id) USING (source, id)"
     " WHERE e.office = %(office)s"
 )
 _INSERT_ONE = (
@@ -205,7 +206,7 @@ class PostgresStore(KeepsOwnWrites):
         self._check_office(batch)
         with self._errors(), self._conn.transaction():
             self._conn.execute(pg_schema.OFFICE_WRITE_LOCK, (self.office,))
-            self._stage(batch)
+            keys = self._stage(batch)
             params = {"office": self.office}
             inserted = {
                 (src, id_): int(seq)
@@ -215,37 +216,44 @@ class PostgresStore(KeepsOwnWrites):
                 self._conn.execute(pg_schema.NOTIFY_EVENTS, (self.office,))
             standing: dict[tuple[str, str], bytes] = {}
             if len(inserted) < len(batch):
-                rows = self._conn.execute(_STANDING, params).fetchall()
+                again = _judged_keys(keys, inserted)
+                ask = {**params, "sources": [k[0] for k in again], "ids": [k[1] for k in again]}
+                rows = self._conn.execute(_STANDING, ask).fetchall()
                 standing = {(src, id_): bytes(body) for src, id_, body in rows}
-        return self._verdicts(batch, inserted, standing)
+        return self._verdicts(batch, keys, inserted, standing)
 
-    def _stage(self, batch: list[Event]) -> None:
+    def _stage(self, batch: list[Event]) -> list[tuple[str, str]]:
+        """COPY the batch into the staging table; the keys of its events, in order."""
+        keys: list[tuple[str, str]] = []
         with self._conn.cursor().copy(_COPY) as copy:
             copy.set_types(_COPY_TYPES)
+            write = copy.write_row
             for ord_, e in enumerate(batch):
                 body = e.body
                 key = (_text(e.source), _text(e.id))
-                copy.write_row(
-                    (ord_, *key, e.type, e.time_us, _text(e.subject), content_digest(body), body)
-                )
+                keys.append(key)
+                write((ord_, *key, e.type, e.time_us, _text(e.subject), content_digest(body), body))
+        return keys
 
     def _verdicts(
         self,
         batch: list[Event],
+        keys: list[tuple[str, str]],
         inserted: dict[tuple[str, str], int],
         standing: dict[tuple[str, str], bytes],
     ) -> list[Verdict]:
         """After the commit: the first of each inserted key accepted, the rest judged
         against the body that stands (stored before, or the batch's first)."""
         verdicts: list[Verdict] = []
-        for e in batch:
-            key = (_text(e.source), _text(e.id))
+        written: list[int] = []
+        for e, key in zip(batch, keys, strict=True):
             seq = inserted.pop(key, None)
             if seq is not None:
-                self._own.add([seq])
+                written.append(seq)
                 verdicts.append("accepted")
             else:
                 verdicts.append(_verdict(standing.get(key), e.body))
+        self._own.add(written)
         return verdicts
 
     def reject(self, rejection: Rejection, origin: str = "") -> None:
@@ -307,6 +315,20 @@ class PostgresStore(KeepsOwnWrites):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _judged_keys(
+    keys: list[tuple[str, str]], inserted: dict[tuple[str, str], int]
+) -> list[tuple[str, str]]:
+    """The keys of a batch that get a duplicate-or-conflict verdict: not inserted, or
+    seen again after their first."""
+    seen: set[tuple[str, str]] = set()
+    again: set[tuple[str, str]] = set()
+    for key in keys:
+        if key in seen or key not in inserted:
+            again.add(key)
+        seen.add(key)
+    return sorted(again)
 
 
 def _text(value: str) -> str:
