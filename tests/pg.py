@@ -19,7 +19,8 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -50,15 +51,59 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Cluster:
-    """A PostgreSQL server reachable at ``admin_url``; ``url(db)`` names a database on it."""
+@dataclass(frozen=True)
+class _Server:
+    """How a local cluster's server was started, to stop and start it again."""
 
-    def __init__(self, admin_url: str) -> None:
+    pg_ctl: str
+    base: Path
+    data: Path
+    opts: str
+
+    def stop(self, mode: str) -> None:
+        _run([self.pg_ctl, "stop", "-D", str(self.data), "-m", mode, "-w"], self.base)
+
+    def start(self) -> None:
+        _run([self.pg_ctl, "start", "-w", "-t", "60", "-D", str(self.data),
+              "-l", str(self.base / "log"), "-o", self.opts], self.base)  # fmt: skip
+
+
+class Cluster:
+    """A PostgreSQL server reachable at ``admin_url``; ``url(db)`` names a database on it.
+    A local cluster's server can be stopped and started again (the fault suites)."""
+
+    def __init__(self, admin_url: str, server: _Server | None = None) -> None:
         self.admin_url = admin_url
+        self._server = server
 
     def url(self, dbname: str) -> str:
         parts = urlsplit(self.admin_url)
         return urlunsplit(parts._replace(path="/" + quote(dbname)))
+
+    @property
+    def restartable(self) -> bool:
+        """Whether this process started the server (a ``BSC_RULES_TEST_PG`` one is not)."""
+        return self._server is not None
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server and wait until it is down. ``fast``: every session is ended,
+        open transactions rolled back (``immediate``: no shutdown checkpoint, a crash)."""
+        self._control().stop(mode)
+
+    def start(self) -> None:
+        """Start the stopped server again, on the same socket; returns once it accepts."""
+        self._control().start()
+
+    def restart(self, mode: str = "fast") -> None:
+        """:meth:`stop`, then :meth:`start`: clients lose their connections and must
+        connect again."""
+        self.stop(mode)
+        self.start()
+
+    def _control(self) -> _Server:
+        if self._server is None:
+            raise PgUnavailable(f"the server given by {ENV} cannot be stopped by the tests")
+        return self._server
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -107,12 +152,14 @@ def local_cluster() -> Iterator[Cluster]:
         _run([initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
               "--no-locale", "--no-sync"], base)  # fmt: skip
         opts = f"-k {base} -p {port} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
-        _run([pg_ctl, "start", "-w", "-t", "60", "-D", str(data), "-l", str(base / "log"),
-              "-o", opts], base)  # fmt: skip
+        server = _Server(pg_ctl, base, data, opts)
+        server.start()
         try:
-            yield Cluster(f"postgresql://postgres@/postgres?host={quote(str(base))}&port={port}")
+            url = f"postgresql://postgres@/postgres?host={quote(str(base))}&port={port}"
+            yield Cluster(url, server)
         finally:
-            _run([pg_ctl, "stop", "-D", str(data), "-m", "immediate", "-w"], base)
+            with suppress(PgUnavailable):  # a test may have left it stopped
+                server.stop("immediate")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -6,6 +6,13 @@
     and flush: a line on standard output is an acknowledgement. With ``--until-seconds S``
     it stops after S seconds (the load producers).
 
+``ack-offices FILE DB RULES [--lines FROM:TO]``
+    The same for a many-office FILE (lines FROM to TO-1, numbered from 1) into a
+    directory or a ``postgresql://`` DB: each line routed to its office's scorecard (the
+    rule folder RULES), one durable commit per event, then
+    ``ack<TAB>status<TAB>office<TAB>source<TAB>id`` printed and flushed. A failed write
+    (the database gone) ends the process with status 1 and the error on standard error.
+
 ``limits [--fsize BYTES] [--no-dac] -- ARGV``
     Run ARGV (``os.execv``) with a file size limit (``RLIMIT_FSIZE``: writes past it fail
     with EFBIG, a full disk) and, when running as root, without the capabilities that
@@ -117,6 +124,42 @@ def ack(path: Path, db: Path, seconds: float | None) -> int:
     return 0
 
 
+def ack_offices(path: Path, db: str, rules: Path, span: str | None) -> int:
+    """Ingest one event at a time into the offices' stores; an acknowledgement after each."""
+    from bsc_rules.cli._common import rule_sets_of
+    from bsc_rules.errors import BscRulesError
+    from bsc_rules.scorecard import Scorecard
+    from bsc_rules.store.dbform import open_store
+    from bsc_rules.store.directory import route
+
+    first, _, last = (span or "1:").partition(":")
+    sets = rule_sets_of([rules])
+    cards: dict[str, Scorecard] = {}
+    out = sys.stdout
+    with path.open("rb") as handle:
+        numbered = ((n, raw) for n, raw in enumerate(handle, 1) if n >= int(first))
+        mine = ((n, raw) for n, raw in numbered if not last or n < int(last))
+        try:
+            for code, number, raw in route(mine, tuple(sets), lambda r: None):
+                card = cards.get(code)
+                if card is None:
+                    card = cards[code] = Scorecard(
+                        sets[code], store=open_store(db, code), matcher="python"
+                    )
+                outcome = card.ingest(raw, line=number, origin=path.name)
+                event = outcome.event
+                if event is not None:
+                    out.write(f"ack\t{outcome.status}\t{code}\t{event.source}\t{event.id}\n")
+                    out.flush()
+        except BscRulesError as exc:
+            print(f"failed: {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            for card in cards.values():
+                card.close()
+    return 0
+
+
 def limits(fsize: int | None, no_dac: bool, argv: list[str]) -> int:
     """Set the limits, then become ``argv``."""
     if fsize is not None:
@@ -137,6 +180,11 @@ def main() -> int:
     a.add_argument("file", type=Path)
     a.add_argument("db", type=Path)
     a.add_argument("--until-seconds", type=float)
+    ao = sub.add_parser("ack-offices")
+    ao.add_argument("file", type=Path)
+    ao.add_argument("db")
+    ao.add_argument("rules", type=Path)
+    ao.add_argument("--lines")
     lim = sub.add_parser("limits")
     lim.add_argument("--fsize", type=int)
     lim.add_argument("--no-dac", action="store_true")
@@ -148,6 +196,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "ack":
         return ack(args.file, args.db, args.until_seconds)
+    if args.command == "ack-offices":
+        return ack_offices(args.file, args.db, args.rules, args.lines)
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if args.command == "limits":
         return limits(args.fsize, args.no_dac, argv)

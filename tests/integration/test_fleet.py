@@ -24,6 +24,7 @@ from bsc_rules.calendar import TAIPEI, to_us
 from bsc_rules.cli import main
 from bsc_rules.clock import FakeClock
 from bsc_rules.dev.simulate import simulate
+from bsc_rules.errors import StoreError
 from bsc_rules.notify.mailer import MaildirMailer
 from bsc_rules.scheduling.fleet import CITY, Fleet, city_instant
 from bsc_rules.settings import Settings
@@ -229,3 +230,33 @@ def test_a_service_whose_lease_was_taken_commits_nothing_more_for_the_office(
     assert office not in a.held()
     assert a.service(office) is None
     assert holders(url)[office] == "c"
+
+
+def test_an_office_whose_connection_was_lost_is_opened_again_at_its_epoch(
+    tmp_path: Path, january: Path, pg_url: str
+) -> None:
+    """The server ends one office's session (as a restart ends them all): its next read
+    fails, and the keeper's next turn (``heal``) opens the office again at the epoch it
+    holds, its state rebuilt from the log; the other offices' services are left as they
+    were."""
+    ingest(january, pg_url)
+    clock = FakeClock(FEB_3)
+    with Fleet(settings(tmp_path), clock, pg_url, mailer=MaildirMailer(tmp_path / "mail")) as fleet:
+        fleet.start(background=False)
+        office, other = fleet.held()[:2]
+        lost, kept = fleet.service(office), fleet.service(other)
+        assert lost is not None
+        epoch = fleet.leases.held()[office]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            pid = lost.pipeline.db.connection.info.backend_pid
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError):
+            lost.pick_up()
+        fleet.heal()
+        again = fleet.service(office)
+        assert again is not None
+        assert again is not lost
+        assert fleet.service(other) is kept
+        assert fleet.leases.held()[office] == epoch
+        assert again.pick_up() == 0  # the whole log applied when it opened
+        again.tick(to_us(clock.now()))  # writes under the same epoch: the fence lets them in

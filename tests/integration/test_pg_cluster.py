@@ -15,7 +15,8 @@ from tests import conftest, pg
 
 
 def test_throwaway_cluster_is_torn_down() -> None:
-    """A local cluster answers on its own socket directory, and is gone after."""
+    """A local cluster answers on its own socket directory, restarts on it, and is gone
+    after."""
     if pg.find_bin("initdb") is None:
         conftest._no_postgres("no initdb on PATH or in /usr/lib/postgresql/*/bin")
     with pg.local_cluster() as cluster:
@@ -23,6 +24,11 @@ def test_throwaway_cluster_is_torn_down() -> None:
         with psycopg.connect(cluster.url("postgres")) as conn:
             assert conn.execute("SHOW fsync").fetchone() == ("off",)
             assert conn.execute("SHOW listen_addresses").fetchone() == ("",)
+            cluster.restart()  # the fault suites' restart: sessions ended, the socket kept
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+        with psycopg.connect(cluster.url("postgres")) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
         assert socket_dir.is_dir()
     assert not socket_dir.exists()
     with pytest.raises(psycopg.OperationalError):

@@ -24,7 +24,11 @@ their digest instants), from its own outbox and runs (``DIR/_city.db``, or the o
 
 The lease loop and the wake-ups run on threads of their own and never wait for a tick;
 opening and closing services runs on a third (:meth:`Fleet._keep`), so that rebuilding an
-office's state never delays the renewal of the others' leases.
+office's state never delays the renewal of the others' leases. The lease loop and the
+wake-ups connect again by themselves after the server restarts; an office's service does
+not (its connection is shared by its tables and transactions): the keeper opens again, at
+least every renew interval, each office held whose connection was lost or whose opening
+failed (:meth:`Fleet.heal`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -178,6 +183,7 @@ class Fleet:
         self._lock = threading.Lock()  # guards services and city
         self._stop = threading.Event()
         self._changes: queue.Queue[Any] = queue.Queue()
+        self._epochs: dict[str, int] = {}  # what the keeper was told it holds (PostgreSQL)
         self._threads: list[threading.Thread] = []
         self.scheduler: Any = None
         self.city: CityDesk | None = None
@@ -251,25 +257,62 @@ class Fleet:
     def apply(self, change: Any) -> None:
         """Close the services of the offices lost, open those gained (at their epoch)."""
         for office in sorted(change.lost):
+            self._epochs.pop(office, None)
             if office == CITY:
                 self._close_city()
             else:
                 self._close(office)
         for office, epoch in sorted(change.gained.items()):
+            self._epochs[office] = epoch
             try:
-                if office == CITY:
-                    self._open_city(epoch)
-                else:
-                    self._open(office, epoch)
-            except Exception as exc:  # the office stays unserved here; its lease expires
+                self._open_unit(office, epoch)
+            except Exception as exc:  # unserved until :meth:`heal` opens it again
                 _warn(f"無法開始服務本所：{type(exc).__name__}: {exc}", office)
 
+    def _open_unit(self, office: str, epoch: int) -> None:
+        if office == CITY:
+            self._open_city(epoch)
+        else:
+            self._open(office, epoch)
+
+    def heal(self) -> None:
+        """Open again, at the epoch it is held under, every office (and the city) whose
+        opening failed or whose connection to the database was lost (the server restarted:
+        a connection is never made again in place). The state is rebuilt from the log, and
+        mail whose sending could not be recorded is resent with the same Message-ID."""
+        for office, epoch in sorted(self._epochs.items()):
+            db = self._db_of(office)
+            if db is not None and not _lost(db):
+                continue
+            if db is not None:
+                _warn("資料庫連線中斷，重新開始服務本所", office)
+            try:
+                self._open_unit(office, epoch)
+            except Exception as exc:  # the database still away: tried again at the next turn
+                _warn(f"無法開始服務本所（稍後重試）：{type(exc).__name__}: {exc}", office)
+
+    def _db_of(self, office: str) -> Db | None:
+        """The database of ``office``'s service (or the city's desk), if it is open."""
+        with self._lock:
+            if office == CITY:
+                return None if self.city is None else self.city.db
+            service = self.services.get(office)
+        return None if service is None else service.pipeline.db
+
     def _keep(self) -> None:
+        """The keeper thread: the lease loop's changes as they come and, at least every
+        renew interval, :meth:`heal`."""
+        every = self.settings.lease_renew_seconds
         while True:
-            change = self._changes.get()
+            try:
+                change = self._changes.get(timeout=every)
+            except queue.Empty:
+                change = False
             if change is None:
                 return
-            self.apply(change)
+            if change:
+                self.apply(change)
+            self.heal()
 
     def _listen(self) -> None:
         from bsc_rules.store.lease import EVERY
@@ -397,6 +440,12 @@ def _fence(office: str, epoch: int | None) -> Any:
         assert_current(db, office, epoch)
 
     return fence
+
+
+def _lost(db: Db) -> bool:
+    """Whether ``db``'s PostgreSQL connection is closed (broken: the server went away)."""
+    conn = db.connection
+    return not isinstance(conn, sqlite3.Connection) and bool(conn.closed)
 
 
 class _ServiceOf(Service):
