@@ -78,20 +78,23 @@ def register(sub: Any) -> None:
     run = command(sub, "run", _run, "start the service (scheduler, ingest, alerts, mail)")
     add_settings(run)
     add_rules(run)
-    run.add_argument(
+    _add_offices(run, "serve only this office of a directory or PostgreSQL")
+    serve = command(sub, "serve", _serve, "the HTTP door (CloudEvents in) beside the service")
+    add_settings(serve)
+    add_rules(serve)
+    _add_offices(serve, "serve (doors and mail) only this office of a directory or PostgreSQL")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+
+
+def _add_offices(cmd: argparse.ArgumentParser, office_help: str) -> None:
+    """``--db`` of a service, and ``--office`` (repeatable) where it holds several."""
+    cmd.add_argument(
         "--db",
         help="SQLite file (one office), directory of per-office files or postgresql:// URL"
         " (every office of the deployment, shared by leases on PostgreSQL)",
     )
-    run.add_argument(
-        "--office",
-        action="append",
-        help="serve only this office of a directory or PostgreSQL (repeatable)",
-    )
-    serve = command(sub, "serve", _serve, "the HTTP door (CloudEvents in) beside the service")
-    add_settings(serve, db=True)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    cmd.add_argument("--office", action="append", help=f"{office_help} (repeatable)")
 
 
 def _add_db(cmd: argparse.ArgumentParser) -> None:
@@ -226,7 +229,7 @@ def _history(args: argparse.Namespace, ctx: Context) -> int:
 def _serve(args: argparse.Namespace, ctx: Context) -> int:
     from bsc_rules.http.serve import serve_http  # needs the `http` extra
 
-    serve_http(load(args), args.host, args.port, ctx.clock)
+    serve_http(load(args), args.host, args.port, ctx.clock, db=db_value(args), offices=args.office)
     return OK
 
 

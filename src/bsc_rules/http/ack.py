@@ -10,6 +10,7 @@ acknowledged gets a page saying so, and nothing changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -104,29 +105,32 @@ def _when(us: int) -> str:
 
 
 class AckPages:
-    """The two handlers over a door (its connection and lock), the secret and a clock."""
+    """The two handlers over the doors (each office's database and lock), the secret and
+    a clock."""
 
-    def __init__(self, door: Door, secret: bytes, clock: Clock) -> None:
-        self.door, self.secret, self.clock = door, secret, clock
+    def __init__(self, doors: Door | Iterable[Door], secret: bytes, clock: Clock) -> None:
+        listed = [doors] if isinstance(doors, Door) else list(doors)
+        self.doors = {door.office: door for door in listed}
+        self.secret, self.clock = secret, clock
 
-    def _check(self, token: str) -> AckClaim | HTMLResponse:
+    def _check(self, token: str) -> tuple[AckClaim, Door] | HTMLResponse:
         try:
             claim = verify(token, self.secret, to_us(self.clock.now()))
         except AckLinkError as exc:
             status, title, message = REFUSED[exc.reason]
             return _page(status, title, message)
-        if claim.office != self.door.office:
+        door = self.doors.get(claim.office)
+        if door is None:
             return _page(403, "連結無效", "此連結屬於其他戶政事務所，未作任何變更。")
-        return claim
+        return claim, door
 
-    def _standing(self, claim: AckClaim) -> tuple[_Shown, bool] | HTMLResponse:
+    def _standing(self, claim: AckClaim, door: Door) -> tuple[_Shown, bool] | HTMLResponse:
         """The alert as it stands, and whether it was acknowledged; or why the link no
         longer applies (read under the door's lock)."""
-        with self.door.lock:
-            conn = self.door.store.connection
-            row = conn.execute(
+        with door.lock:
+            row = door.store.db.execute(
                 "SELECT state, since_us, acknowledged, ack_by, ack_at_us, ack_note"
-                " FROM alerts WHERE key = ?",
+                " FROM alerts WHERE {office} AND key = ?",
                 (claim.key,),
             ).fetchone()
         shown = _Shown(claim.key, STATE_NAMES.get(claim.state, claim.state), _when(claim.since))
@@ -143,7 +147,7 @@ class AckPages:
         checked = self._check(request.path_params["token"])
         if isinstance(checked, HTMLResponse):
             return checked
-        standing = await run_in_threadpool(self._standing, checked)
+        standing = await run_in_threadpool(self._standing, *checked)
         if isinstance(standing, HTMLResponse):
             return standing
         shown, acknowledged = standing
@@ -165,20 +169,21 @@ class AckPages:
         if not name or not note or len(name) > 60 or len(note) > MAX_NOTE:
             message = "請填寫姓名（60字內）及處理情形（2000字內），未作任何變更。"
             return _page(400, "資料不全", message)
-        return await run_in_threadpool(self._acknowledge, checked, name, note)
+        return await run_in_threadpool(self._acknowledge, *checked, name, note)
 
-    def _acknowledge(self, claim: AckClaim, name: str, note: str) -> HTMLResponse:
-        with self.door.lock:  # the check and the write at once: no tick between them
-            standing = self._standing(claim)
+    def _acknowledge(self, claim: AckClaim, door: Door, name: str, note: str) -> HTMLResponse:
+        db = door.store.db
+        # the check and the write at once: under the door's lock, in one transaction of the
+        # office (its writers in turn: no tick of the service between them)
+        with door.lock, db.transaction():
+            standing = self._standing(claim, door)
             if isinstance(standing, HTMLResponse):
                 return standing
             if standing[1]:
                 return _page(200, "警示已確認", "此警示已經確認，未再變更。", alert=standing[0])
             now = to_us(self.clock.now())
             try:
-                done = AlertTable(self.door.store.connection).acknowledge(
-                    claim.key, note, now, by=name
-                )
+                done = AlertTable(db).acknowledge(claim.key, note, now, by=name)
             except UsageError:
                 return _page(409, "警示已結束", "此警示之狀態已結束，未作任何變更。")
         shown = _Shown(claim.key, STATE_NAMES.get(claim.state, claim.state), _when(claim.since),
@@ -187,9 +192,9 @@ class AckPages:
         return _page(200, "已確認", message, alert=shown)
 
 
-def ack_routes(door: Door, secret: bytes, clock: Clock) -> list[Route]:
+def ack_routes(doors: Door | Iterable[Door], secret: bytes, clock: Clock) -> list[Route]:
     """The routes of acknowledging from the mail, for :func:`~bsc_rules.http.app.create_app`."""
-    pages = AckPages(door, secret, clock)
+    pages = AckPages(doors, secret, clock)
     return [
         Route("/ack/{token}", pages.show, methods=["GET"]),
         Route("/ack/{token}", pages.acknowledge, methods=["POST"]),

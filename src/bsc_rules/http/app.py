@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -35,7 +36,7 @@ from bsc_rules.http.binding import (
 )
 from bsc_rules.http.door import Busy, Door, Outcome
 from bsc_rules.http.metrics import StateCollector
-from bsc_rules.http.page import build_page, render_page
+from bsc_rules.http.page import build_page, render_index, render_page
 from bsc_rules.privacy import mask_text, mask_value
 
 log = logging.getLogger("bsc_rules.http")
@@ -63,20 +64,33 @@ UNAUTHORIZED = HttpProblem(
 
 
 class Handlers:
-    """The routes' handlers over one door, token book and clock."""
+    """The routes' handlers over the doors (one per office), token book and clock."""
 
     def __init__(
         self,
-        door: Door,
+        doors: Door | Iterable[Door],
         tokens: TokenBook,
         clock: Clock,
         origins: frozenset[str] = frozenset(),
         rate: int | None = None,
     ) -> None:
-        self.door, self.tokens, self.clock = door, tokens, clock
+        listed = [doors] if isinstance(doors, Door) else list(doors)
+        self.doors = {door.office: door for door in listed}
+        self.tokens, self.clock = tokens, clock
         self.origins, self.rate = origins, rate
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StateCollector(door, lambda: to_us(clock.now())))
+
+    def _door(self, office: str) -> Door:
+        door = self.doors.get(office)
+        if door is None:
+            raise HttpProblem(404, f"office: no office {office!r} in this deployment")
+        return door
+
+    def _readable(self, caller: Caller) -> list[Door]:
+        """The doors ``caller`` may read (403 when none)."""
+        doors = [d for d in self.doors.values() if caller.may_read(d.office)]
+        if not doors:
+            raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+        return doors
 
     # ------------------------------------------------------------ writing
 
@@ -88,7 +102,10 @@ class Handlers:
             declared_length(headers)
             body = await read_limited(request.stream())
             items = items_of(mode, headers, body)
-            outcomes = await self._ingest(items, office, mode == "batch")
+            door = self.doors.get(office)
+            if door is None:  # a token of an office this deployment does not serve
+                raise HttpProblem(403, f"office: {office!r} is not served here")
+            outcomes = await self._ingest(door, items, office, mode == "batch")
         except HttpProblem as problem:
             _access(request, problem.status, None)
             return _problem(problem)
@@ -116,26 +133,28 @@ class Handlers:
             raise UNAUTHORIZED
         return office
 
-    async def _ingest(self, items: list[Any], office: str, batch: bool) -> list[Outcome]:
+    async def _ingest(
+        self, door: Door, items: list[Any], office: str, batch: bool
+    ) -> list[Outcome]:
         """Judge the events before the writer's queue (a batch of more than
         :data:`INLINE_EVENTS` in the thread pool, not to hold the event loop for long),
         queue them, and wait for the writer's commit."""
         if not items:
             return []
-        if self.door.busy():  # refused before spending the parsing on it
+        if door.busy():  # refused before spending the parsing on it
             raise BUSY
         if len(items) > INLINE_EVENTS:
-            judged = await run_in_threadpool(self.door.judge, items, office, batch)
+            judged = await run_in_threadpool(door.judge, items, office, batch)
         else:
-            judged = self.door.judge(items, office, batch)
+            judged = door.judge(items, office, batch)
         try:
-            future = self.door.submit(judged)
+            future = door.submit(judged)
         except Busy:
             raise BUSY from None
         try:
             return await asyncio.wrap_future(future)
         except (StoreError, sqlite3.Error) as exc:
-            log.error(mask_text(f"{self.door.office} database unreachable: {exc}"))
+            log.error(mask_text(f"{door.office} database unreachable: {exc}"))
             raise HttpProblem(
                 503, "the database cannot be reached; nothing was stored", {"Retry-After": "5"}
             ) from None
@@ -166,13 +185,12 @@ class Handlers:
             code = request.path_params["code"]
             if not caller.may_read(code):
                 raise HttpProblem(403, f"this token reads only office {caller.office!r}")
-            if code != self.door.office:
-                raise HttpProblem(404, f"office: no office {code!r} in this deployment")
+            door = self._door(code)
             as_of, year = self._when(request)
         except HttpProblem as problem:
             _access(request, problem.status, None)
             return _problem(problem)
-        report = await run_in_threadpool(self.door.report, as_of, year)
+        report = await run_in_threadpool(door.report, as_of, year)
         _access(request, 200, code)
         return _json(mask_value(report.as_dict()))
 
@@ -190,39 +208,76 @@ class Handlers:
 
     async def metrics(self, request: Request) -> Response:
         try:
-            caller = self._reader(request)
-            if not caller.may_read(self.door.office):
-                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+            doors = self._readable(self._reader(request))
         except HttpProblem as problem:
             return _problem(problem)
-        body = await run_in_threadpool(generate_latest, self.registry)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StateCollector(doors, lambda: to_us(self.clock.now())))
+        body = await run_in_threadpool(generate_latest, registry)
         return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 
     async def status_page(self, request: Request) -> Response:
+        """One office's page where the caller reads one office (or the deployment has
+        one), else the list of the offices, each linking to its page."""
         try:
-            caller = self._reader(request)
-            if not caller.may_read(self.door.office):
-                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+            doors = self._readable(self._reader(request))
         except HttpProblem as problem:
             _access(request, problem.status, None)
             return _problem(problem)
-        html = await run_in_threadpool(self._page, to_us(self.clock.now()))
-        _access(request, 200, self.door.office)
+        now = to_us(self.clock.now())
+        if len(doors) == 1:
+            html = await run_in_threadpool(_page, doors[0], now)
+        else:
+            html = await run_in_threadpool(_index, doors, now)
+        _access(request, 200, doors[0].office if len(doors) == 1 else None)
         return HTMLResponse(html)
 
-    def _page(self, now_us: int) -> str:
-        with self.door.reading() as card:
-            report = card.report_at(now_us)
-            return render_page(build_page(card.rules, report, self.door.store.connection))
+    async def office_page(self, request: Request) -> Response:
+        try:
+            caller = self._reader(request)
+            code = request.path_params["code"]
+            if not caller.may_read(code):
+                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
+            door = self._door(code)
+        except HttpProblem as problem:
+            _access(request, problem.status, None)
+            return _problem(problem)
+        html = await run_in_threadpool(_page, door, to_us(self.clock.now()))
+        _access(request, 200, code)
+        return HTMLResponse(html)
 
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        problem = await run_in_threadpool(self.door.ready)
+        problem = await run_in_threadpool(self._ready)
         if problem is None:
             return _json({"status": "ready"})
         return _json({"status": "not ready", "error": problem}, 503)
+
+    def _ready(self) -> str | None:
+        for office, door in self.doors.items():
+            problem = door.ready()
+            if problem is not None:
+                return problem if len(self.doors) == 1 else f"{office}: {problem}"
+        return None
+
+
+def _page(door: Door, now_us: int) -> str:
+    """The office's status page as it stands at ``now_us``."""
+    with door.reading() as card:
+        report = card.report_at(now_us)
+        return render_page(build_page(card.rules, report, door.store.db))
+
+
+def _index(doors: list[Door], now_us: int) -> str:
+    """The offices' list: each office's KPIs counted by status, linked to its page."""
+    rows = []
+    for door in doors:
+        with door.reading() as card:
+            report = card.report_at(now_us)
+            rows.append((door.office, card.rules.office.office.name, report))
+    return render_index(rows, now_us)
 
 
 def _plus(text: str) -> str:
@@ -239,21 +294,22 @@ def _access(request: Request, status: int, office: str | None, count: int | None
 
 
 def create_app(
-    door: Door,
+    doors: Door | Iterable[Door],
     tokens: TokenBook,
     clock: Clock,
     origins: frozenset[str] = frozenset(),
     rate: int | None = None,
     extra_routes: list[Route] | None = None,
 ) -> Starlette:
-    """The ASGI application of the door."""
-    h = Handlers(door, tokens, clock, origins, rate)
+    """The ASGI application of the doors (one per office served)."""
+    h = Handlers(doors, tokens, clock, origins, rate)
     routes: list[Route] = [
         Route("/events", h.post_events, methods=["POST"]),
         Route("/events", h.options_events, methods=["OPTIONS"]),
         Route("/offices/{code}/report", h.report, methods=["GET"]),
         Route("/metrics", h.metrics, methods=["GET"]),
         Route("/status", h.status_page, methods=["GET"]),
+        Route("/offices/{code}/status", h.office_page, methods=["GET"]),
         Route("/healthz", h.healthz, methods=["GET"]),
         Route("/readyz", h.readyz, methods=["GET"]),
         *(extra_routes or []),

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -30,8 +30,11 @@ from bsc_rules.events import Event, Rejection, parse_line, parse_object
 from bsc_rules.http.binding import Item
 from bsc_rules.measures.report import Report
 from bsc_rules.scorecard import CONFLICT, Scorecard
-from bsc_rules.store.db import SCHEMA_VERSION, transaction
+from bsc_rules.store.db import MIGRATIONS, transaction
 from bsc_rules.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from bsc_rules.store.postgres import PostgresStore
 
 log = logging.getLogger("bsc_rules.http")
 ORIGIN = "http"
@@ -80,10 +83,12 @@ class Door:
         queue_size: int = 64,
         scheduler_running: Callable[[], bool] = lambda: True,
     ) -> None:
-        if not isinstance(card.store, SQLiteStore):
-            msg = "the HTTP door needs a scorecard over a SQLite event log"
+        store = card.store
+        if not isinstance(store, SQLiteStore) and type(store).__name__ != "PostgresStore":
+            msg = "the HTTP door needs a scorecard over a SQLite or PostgreSQL event log"
             raise UsageError(msg)
-        self.card, self.store = card, card.store
+        self.card = card
+        self.store = cast("SQLiteStore | PostgresStore", store)
         self.office = card.rules.code
         self.lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
         self.scheduler_running = scheduler_running
@@ -168,7 +173,7 @@ class Door:
         caller holds the lock). Nothing is stored when the transaction fails."""
         before = self.store.own_writes()
         try:
-            with transaction(self.store.connection, self.store.path):
+            with self._transaction():
                 results = [self._store(judged) for judged in requests]
         finally:  # inside our transaction the store cannot know the commit: applied below
             for seq in self.store.own_writes() - before:  # from the log, once committed
@@ -177,6 +182,23 @@ class Door:
         for outcomes in results:
             self.counts.update(o.status for o in outcomes)
         return results
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction of the log (SQLite's ``BEGIN IMMEDIATE``, or PostgreSQL's: the
+        store's own statements join it); a database error becomes a StoreError."""
+        store = self.store
+        if isinstance(store, SQLiteStore):
+            with transaction(store.connection, store.path):
+                yield
+            return
+        import psycopg
+
+        try:
+            with store.connection.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot write to {store.where}: {str(exc).strip()}") from exc
 
     def _store(self, judged: list[Judged]) -> list[Outcome]:
         for j in judged:
@@ -230,13 +252,13 @@ class Door:
         """None when ready, else why not (database, schema, scheduler)."""
         try:
             with self.lock:
-                row = self.store.connection.execute(
-                    "SELECT value FROM meta WHERE key = 'schema'"
-                ).fetchone()
+                db = self.store.db
+                found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except (sqlite3.Error, StoreError) as exc:
             return f"database: cannot be read ({exc})"
-        if row is None or str(row[0]) != str(SCHEMA_VERSION):
-            return f"database: schema {row[0] if row else None}, expected {SCHEMA_VERSION}"
+        expected = len(MIGRATIONS[db.engine])
+        if found is None or str(found[0]) != str(expected):
+            return f"database: schema {found[0] if found else None}, expected {expected}"
         return None if self.scheduler_running() else "scheduler: not running"
 
 

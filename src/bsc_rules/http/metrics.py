@@ -15,26 +15,39 @@ from prometheus_client.registry import Collector
 
 from bsc_rules.http.door import Door
 from bsc_rules.measures.report import Report
+from bsc_rules.store.sqlconn import Db
 
 STATUSES = ("met", "on_track", "at_risk", "breached", "no_data", "no_target")
 OUTBOX = ("pending", "sent", "parked")
 
 
 class StateCollector(Collector):
-    """The scorecard, the outbox and the event log of the door's office, as metrics."""
+    """The scorecard, the outbox and the event log of each door's office, as metrics."""
 
-    def __init__(self, door: Door, now_us: Callable[[], int]) -> None:
-        self.door, self.now_us = door, now_us
+    def __init__(self, doors: Door | list[Door], now_us: Callable[[], int]) -> None:
+        self.doors = [doors] if isinstance(doors, Door) else list(doors)
+        self.now_us = now_us
 
     def collect(self) -> Iterator[Metric]:
-        door, office = self.door, self.door.office
+        families: dict[str, Metric] = {}
+        for door in self.doors:
+            for family in self._office(door):
+                if family.name in families:
+                    families[family.name].samples.extend(family.samples)
+                else:
+                    families[family.name] = family
+        yield from families.values()
+
+    def _office(self, door: Door) -> Iterator[Metric]:
+        office = door.office
         with door.reading() as card:
             report = card.report_at(self.now_us())
             open_cases = sum(len(s) for s in card.book.pending.values())
-            conn = door.store.connection
-            stored, last_us = conn.execute("SELECT count(*), max(time_us) FROM events").fetchone()
+            db = door.store.db
+            row = db.execute("SELECT count(*), max(time_us) FROM events WHERE {office}")
+            stored, last_us = row.fetchone() or (0, None)
             rejected = card.store.rejected_count()
-            outbox = _outbox(conn)
+            outbox = _outbox(db)
         yield from _kpis(report, office)
         yield from _cases(report, office, open_cases)
         yield _gauge(
@@ -100,9 +113,11 @@ def _cases(report: Report, office: str, open_cases: int) -> Iterator[Metric]:
                  [((office,), open_cases)], ["office"])  # fmt: skip
 
 
-def _outbox(conn: sqlite3.Connection) -> Counter[str]:
+def _outbox(db: Db) -> Counter[str]:
     try:
-        rows = conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
+        rows = db.execute(
+            "SELECT status, count(*) FROM outbox WHERE {office} GROUP BY status"
+        ).fetchall()
     except sqlite3.OperationalError:  # no outbox table: nothing sent from this database yet
         return Counter()
     return Counter({str(s): int(n) for s, n in rows})

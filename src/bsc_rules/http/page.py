@@ -7,7 +7,6 @@ template lives here, not in a file, so that it ships with the code.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -20,6 +19,7 @@ from bsc_rules.measures.report import Report
 from bsc_rules.notify.outbox import Outbox
 from bsc_rules.privacy import mask_text
 from bsc_rules.rules.ruleset import RuleSet
+from bsc_rules.store.sqlconn import Db
 
 STATUS = {
     "met": ("達成", "#1a7f37", "#dafbe1"),
@@ -83,8 +83,34 @@ th{background:#f6f8fa} .muted{color:#57606a}
 </body></html>
 """
 
+INDEX = """<!doctype html>
+<html lang="zh-Hant-TW"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>各戶政事務所平衡計分卡</title>
+<style>
+body{font-family:"Noto Sans TC","Microsoft JhengHei",sans-serif;margin:1.5rem;color:#1f2328}
+table{border-collapse:collapse;margin:.5rem 0 1.2rem}
+td,th{border:1px solid #d0d7de;padding:.3rem .6rem;white-space:nowrap;text-align:center}
+td.name{text-align:left} th{background:#f6f8fa} .muted{color:#57606a}
+.scroll{overflow-x:auto;max-width:100%}
+</style></head><body>
+<h1>各戶政事務所 {{ year_roc }}年度平衡計分卡</h1>
+<p class="muted">截至 {{ as_of }}；共 {{ rows|length }} 所，依未達成、落後之 KPI 數排列。</p>
+<div class="scroll"><table>
+<tr><th>戶政事務所</th>{% for s in statuses %}<th style="color:{{ s.fg }}">{{ s.label }}</th>
+{% endfor %}<th>即將到期或已逾期案件</th></tr>
+{% for r in rows %}<tr><td class="name"><a href="offices/{{ r.code }}/status">{{ r.name }}</a>
+<span class="muted">{{ r.code }}</span></td>
+{% for s in statuses %}<td{% if r.counts[s.key] and s.key in ("breached", "at_risk") %}
+ style="background:{{ s.bg }};color:{{ s.fg }};font-weight:bold"{% endif %}>
+{{- r.counts[s.key] }}</td>{% endfor %}<td>{{ r.cases }}</td></tr>
+{% endfor %}</table></div>
+</body></html>
+"""
+
 _ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
 _PAGE = _ENV.from_string(TEMPLATE)
+_INDEX = _ENV.from_string(INDEX)
 
 
 @dataclass
@@ -114,10 +140,11 @@ def _fmt(value: Fraction | None, unit: str) -> str:
     return text + unit
 
 
-def build_page(rules: RuleSet, report: Report, conn: sqlite3.Connection) -> Page:
-    """The page's contents from a report and the alert, outbox and event tables."""
+def build_page(rules: RuleSet, report: Report, db: Db) -> Page:
+    """The page's contents from a report and the office's alert, outbox and event tables."""
     sections = {code: s.name for code, s in rules.office.sections.items()}
-    row = conn.execute("SELECT type, time_us FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    last = "SELECT type, time_us FROM events WHERE {office} ORDER BY seq DESC LIMIT 1"
+    row = db.execute(last).fetchone()
     page = Page(
         mask_text(rules.office.office.name),
         report.year - 1911,
@@ -155,12 +182,12 @@ def build_page(rules: RuleSet, report: Report, conn: sqlite3.Connection) -> Page
                 "section": owners.get(c.kpi, ""),
             }
         )
-    page.alerts = _alerts(conn)
-    page.outbox = _outbox(conn)
+    page.alerts = _alerts(db)
+    page.outbox = _outbox(db)
     return page
 
 
-def _alerts(conn: sqlite3.Connection) -> list[dict[str, str]]:
+def _alerts(db: Db) -> list[dict[str, str]]:
     labels = {**CASE_STATE, **{k: v[0] for k, v in STATUS.items()}}
     return [
         {
@@ -168,13 +195,13 @@ def _alerts(conn: sqlite3.Connection) -> list[dict[str, str]]:
             "state": labels.get(rec.state, rec.state),
             "since": _when(rec.since),
         }
-        for rec in sorted(AlertTable(conn).load().values(), key=lambda r: r.since)
+        for rec in sorted(AlertTable(db).load().values(), key=lambda r: r.since)
         if rec.state in OPEN_ALERTS and not rec.acknowledged
     ]
 
 
-def _outbox(conn: sqlite3.Connection) -> dict[str, Any]:
-    outbox = Outbox(conn)
+def _outbox(db: Db) -> dict[str, Any]:
+    outbox = Outbox(db)
     pending, parked = outbox.items("pending"), outbox.items("parked")
     failing = [m for m in pending if m.attempts > 0]
     troubles = [
@@ -196,3 +223,24 @@ def _outbox(conn: sqlite3.Connection) -> dict[str, Any]:
 
 def render_page(page: Page) -> str:
     return mask_text(_PAGE.render(p=page))
+
+
+def render_index(offices: list[tuple[str, str, Report]], now_us: int) -> str:
+    """The offices' list (code, name, report each): their KPIs counted by status and their
+    open cases, the furthest behind first, each linking to its own page."""
+    shown = ("breached", "at_risk", "on_track", "met", "no_data")
+    rows: list[dict[str, Any]] = []
+    for code, name, report in offices:
+        counts = {key: 0 for key in shown}
+        for r in report.kpis.values():
+            key = "no_data" if r.status == "no_target" else r.status
+            counts[key] += 1
+        rows.append({"code": code, "name": name, "counts": counts, "cases": len(report.cases)})
+    rows.sort(key=lambda r: (-r["counts"]["breached"], -r["counts"]["at_risk"], r["code"]))
+    statuses = [
+        {"key": key, "label": STATUS[key][0], "fg": STATUS[key][1], "bg": STATUS[key][2]}
+        for key in shown
+    ]
+    year = offices[0][2].year if offices else from_us(now_us).year
+    html = _INDEX.render(rows=rows, statuses=statuses, year_roc=year - 1911, as_of=_when(now_us))
+    return mask_text(html)

@@ -17,31 +17,36 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from bsc_rules.clock import Clock, SystemClock
+from bsc_rules.errors import UsageError
 from bsc_rules.http.ack import ack_routes
 from bsc_rules.http.app import create_app
 from bsc_rules.http.auth import TokenBook
 from bsc_rules.http.config import HttpConfig, load_config
 from bsc_rules.http.door import Door
 from bsc_rules.scheduling.service import LogFormatter, Service
+from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
+from bsc_rules.store.dbform import form_of, open_store
 
 log = logging.getLogger("bsc_rules.http")
 
 
-def _ack(settings: Settings, door: Door, clock: Clock) -> list[Route]:
+def _ack(settings: Settings, doors: Door | list[Door], clock: Clock) -> list[Route]:
     """The /ack pages, where the office signs acknowledgement links (BSC_RULES_ACK_SECRET)."""
     if settings.ack_secret is None:
         return []
-    return ack_routes(door, settings.ack_secret.get_secret_value().encode(), clock)
+    return ack_routes(doors, settings.ack_secret.get_secret_value().encode(), clock)
 
 
 @contextmanager
@@ -85,15 +90,18 @@ def _quiet_signals() -> Iterator[None]:
             signal.signal(number, old)
 
 
-def tokens_for(config: HttpConfig, office: str) -> TokenBook:
-    """The deployment's office tokens (others are ignored, with a warning) and the read token."""
+def tokens_for(config: HttpConfig, served: str | list[str]) -> TokenBook:
+    """The tokens of the offices served (others are ignored, with a warning) and the read
+    token."""
+    codes = [served] if isinstance(served, str) else served
     offices = config.office_tokens()
-    for other in sorted(set(offices) - {office}):
-        log.warning(f"- tokens for office {other!r} ignored: this deployment serves {office!r}")
-    if office not in offices:
-        log.warning(f"- no token for office {office!r} (BSC_RULES_TOKENS__{office.upper()})")
+    for other in sorted(set(offices) - set(codes)):
+        log.warning(f"- tokens for office {other!r} ignored: this deployment does not serve it")
+    for office in codes:
+        if office not in offices:
+            log.warning(f"- no token for office {office!r} (BSC_RULES_TOKENS__{office.upper()})")
     read = config.read_token.get_secret_value() if config.read_token is not None else None
-    return TokenBook({office: offices.get(office, ())}, read)
+    return TokenBook({office: offices.get(office, ()) for office in codes}, read)
 
 
 def freeze_startup() -> None:
@@ -120,10 +128,22 @@ def serve_http(
     port: int = 8080,
     clock: Clock | None = None,
     config: HttpConfig | None = None,
+    *,
+    db: str | None = None,
+    offices: Iterable[str] | None = None,
 ) -> None:
-    """Run the service's scheduler and the HTTP door until SIGINT/SIGTERM."""
+    """Run the service's scheduler and the HTTP door until SIGINT/SIGTERM: over one
+    office's SQLite file (``db``, default: the settings' database), or over a directory of
+    per-office files or a PostgreSQL URL (:func:`serve_offices`)."""
     clock = clock if clock is not None else SystemClock()
     config = config if config is not None else load_config()
+    target = str(db if db is not None else settings.database)
+    if form_of(target) != "file":
+        serve_offices(settings, target, host, port, clock, config, offices)
+        return
+    if offices:
+        raise UsageError(f"--office: the SQLite file {target} holds one office")
+    settings = settings.model_copy(update={"database": Path(target)})
     with _logging(clock) as formatter, _quiet_signals():
         service = Service(settings, clock)
         formatter.office = service.pipeline.rules.code
@@ -144,3 +164,52 @@ def serve_http(
         finally:
             service.close()
             log.info("- bsc-rules serve stopped")
+
+
+def serve_offices(
+    settings: Settings,
+    db: str,
+    host: str,
+    port: int,
+    clock: Clock,
+    config: HttpConfig,
+    offices: Iterable[str] | None = None,
+) -> None:
+    """``serve --db DIR|URL``: the offices' scheduling by a :class:`Fleet` (on PostgreSQL,
+    this process's share of the offices by the leases, as ``run`` takes them), and a door
+    for every office named (all of the deployment's by default): the workflow may post
+    any office's events to any process, whichever one holds the office's mail. Each door
+    has its own connection, scorecard and lock; the office's holder picks the events up
+    (the wake-up, then its cursor)."""
+    from bsc_rules.scheduling.fleet import Fleet
+
+    with _logging(clock), _quiet_signals():
+        fleet = Fleet(settings, clock, db, offices=offices)
+        doors: list[Door] = []
+        try:
+            fleet.start()
+            for code in fleet.codes:
+                doors.append(_door(settings, db, code, fleet, config))
+            tokens, ack = tokens_for(config, fleet.codes), _ack(settings, doors, clock)
+            app = create_app(doors, tokens, clock, config.origins(), config.http.rate, ack)
+            where = f"PostgreSQL {doors[0].store.db.where}" if fleet.form == "postgres" else db
+            log.info(f"- serving the doors of {len(doors)} offices ({where})")
+            _run_uvicorn(app, host, port)
+        finally:
+            for door in doors:
+                door.close()
+                door.store.close()
+            fleet.close()
+            log.info("- bsc-rules serve stopped")
+
+
+def _door(settings: Settings, db: str, code: str, fleet: Any, config: HttpConfig) -> Door:
+    """The door of office ``code`` over its own store and scorecard."""
+    store = open_store(db, code)
+    try:
+        card = Scorecard(fleet.deployment.offices[code], store=store, matcher=settings.matcher)
+    except BaseException:
+        store.close()
+        raise
+    running = lambda: fleet.scheduler is not None and bool(fleet.scheduler.running)  # noqa: E731
+    return Door(card, None, config.http.queue, running)
