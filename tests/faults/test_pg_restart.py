@@ -32,8 +32,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
+import httpx
 import orjson
 import psycopg
 import pytest
@@ -336,3 +338,70 @@ def test_a_restart_while_the_fleet_delivers_sends_every_message_and_keeps_the_of
     assert set(holders) == {*OFFICES, "_city"}
     assert all(run.holder() in (h or "") for h in holders.values()), holders
     assert all(h is None for h in held_by(url).values())  # SIGTERM released them
+
+
+def test_a_restart_under_http_load_loses_nothing_answered_and_the_doors_reconnect(
+    server: pg.Cluster, url: str, tmp_path: Path, events: Path
+) -> None:
+    """``bsc-rules serve`` on the database; a sender posts Datong's and Zhongshan's half
+    month in batches of 100, retrying on 503 or a lost connection as a workflow does; the
+    server is restarted after the fifth batch answered. Every batch is answered 200 in the
+    end, every event stored once, each office's report over HTTP equals ``status`` on
+    the database, and ``/readyz`` is ready again (the doors and the fleet reconnected)."""
+    from tests.integration.test_http_offices import READ, TOKENS, Served
+
+    wanted = [orjson.loads(line) for line in events.read_bytes().splitlines()]
+    batches = [
+        (office, chunk[i : i + 100])
+        for office in TOKENS
+        for chunk in [[e for e in wanted if e["office"] == office]]
+        for i in range(0, len(chunk), 100)
+    ]
+    served = Served(url, tmp_path / "serve")
+    answered: list[int] = []
+    retried = Counter[str]()
+    failures: list[BaseException] = []
+
+    def settled(office: str, batch: list[dict[str, object]]) -> bool:
+        try:
+            answer = served.post(batch, TOKENS[office])
+        except httpx.TransportError:
+            retried["transport"] += 1
+            return False
+        if answer.status_code == 503:
+            retried["503"] += 1
+            return False
+        assert answer.status_code == 200, answer.text[:300]
+        statuses = {r["status"] for r in answer.json()["results"]}
+        assert statuses <= {200, 201}, statuses
+        return True
+
+    def send() -> None:
+        try:
+            for office, batch in batches:
+                wait_until(partial(settled, office, batch), 60, "a batch answered")
+                answered.append(len(batch))
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    sender = threading.Thread(target=send)
+    try:
+        sender.start()
+        wait_until(lambda: len(answered) >= 5 or bool(failures), 60, "five batches answered")
+        server.restart("fast")
+        sender.join(120)
+        assert not sender.is_alive()
+        assert not failures, failures
+        wait_until(lambda: served.get("/readyz", READ).status_code == 200, 30, "ready again")
+        keys = {(e["office"], e["source"], e["id"]) for e in wanted if e["office"] in TOKENS}
+        stored = scalar(url, "SELECT count(*) FROM events WHERE office = ANY(%s)", (list(TOKENS),))
+        assert stored == len(keys)
+        assert sum(answered) == sum(len(b) for _, b in batches)
+        whole = status(url, tmp_path)
+        for office in TOKENS:
+            report = served.get(f"/offices/{office}/report", READ, as_of=AS_OF).json()
+            assert report == whole[office]
+    finally:
+        assert served.stop() == 0, served.log.read_text()
+    log = served.log.read_text()
+    assert "database connection opened again" in log, log

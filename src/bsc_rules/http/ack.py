@@ -128,6 +128,7 @@ class AckPages:
         """The alert as it stands, and whether it was acknowledged; or why the link no
         longer applies (read under the door's lock)."""
         with door.lock:
+            door.heal()
             row = door.store.db.execute(
                 "SELECT state, since_us, acknowledged, ack_by, ack_at_us, ack_note"
                 " FROM alerts WHERE {office} AND key = ?",
@@ -172,7 +173,9 @@ class AckPages:
         return await run_in_threadpool(self._acknowledge, *checked, name, note)
 
     def _acknowledge(self, claim: AckClaim, door: Door, name: str, note: str) -> HTMLResponse:
-        db = door.store.db
+        with door.lock:
+            door.heal()
+            db = door.store.db
         # the check and the write at once: under the door's lock, in one transaction of the
         # office (its writers in turn: no tick of the service between them)
         with door.lock, db.transaction():

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -40,6 +40,7 @@ from bsc_rules.http.page import build_page, render_index, render_page
 from bsc_rules.privacy import mask_text, mask_value
 
 log = logging.getLogger("bsc_rules.http")
+R = TypeVar("R")
 RETRY_AFTER = "1"
 #: Events a request may have judged on the event loop itself (about 1 ms of parsing);
 #: larger batches go to the thread pool. Under the GIL the pool adds no parallelism, only
@@ -58,6 +59,8 @@ def _problem(problem: HttpProblem) -> Response:
 
 
 BUSY = HttpProblem(429, "the ingest queue is full; retry later", {"Retry-After": RETRY_AFTER})
+RETRY = {"Retry-After": "5"}
+UNREACHABLE = "the database cannot be reached"
 UNAUTHORIZED = HttpProblem(
     401, "a valid token is required", {"WWW-Authenticate": 'Bearer realm="bsc-rules"'}
 )
@@ -155,9 +158,7 @@ class Handlers:
             return await asyncio.wrap_future(future)
         except (StoreError, sqlite3.Error) as exc:
             log.error(mask_text(f"{door.office} database unreachable: {exc}"))
-            raise HttpProblem(
-                503, "the database cannot be reached; nothing was stored", {"Retry-After": "5"}
-            ) from None
+            raise HttpProblem(503, f"{UNREACHABLE}; nothing was stored", RETRY) from None
 
     async def options_events(self, request: Request) -> Response:
         origin = request.headers.get("webhook-request-origin", "").strip()
@@ -187,10 +188,10 @@ class Handlers:
                 raise HttpProblem(403, f"this token reads only office {caller.office!r}")
             door = self._door(code)
             as_of, year = self._when(request)
+            report = await _read(door.report, as_of, year)
         except HttpProblem as problem:
             _access(request, problem.status, None)
             return _problem(problem)
-        report = await run_in_threadpool(door.report, as_of, year)
         _access(request, 200, code)
         return _json(mask_value(report.as_dict()))
 
@@ -209,11 +210,11 @@ class Handlers:
     async def metrics(self, request: Request) -> Response:
         try:
             doors = self._readable(self._reader(request))
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(StateCollector(doors, lambda: to_us(self.clock.now())))
+            body = await _read(generate_latest, registry)
         except HttpProblem as problem:
             return _problem(problem)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(StateCollector(doors, lambda: to_us(self.clock.now())))
-        body = await run_in_threadpool(generate_latest, registry)
         return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 
     async def status_page(self, request: Request) -> Response:
@@ -221,14 +222,14 @@ class Handlers:
         one), else the list of the offices, each linking to its page."""
         try:
             doors = self._readable(self._reader(request))
+            now = to_us(self.clock.now())
+            if len(doors) == 1:
+                html = await _read(_page, doors[0], now)
+            else:
+                html = await _read(_index, doors, now)
         except HttpProblem as problem:
             _access(request, problem.status, None)
             return _problem(problem)
-        now = to_us(self.clock.now())
-        if len(doors) == 1:
-            html = await run_in_threadpool(_page, doors[0], now)
-        else:
-            html = await run_in_threadpool(_index, doors, now)
         _access(request, 200, doors[0].office if len(doors) == 1 else None)
         return HTMLResponse(html)
 
@@ -239,10 +240,10 @@ class Handlers:
             if not caller.may_read(code):
                 raise HttpProblem(403, f"this token reads only office {caller.office!r}")
             door = self._door(code)
+            html = await _read(_page, door, to_us(self.clock.now()))
         except HttpProblem as problem:
             _access(request, problem.status, None)
             return _problem(problem)
-        html = await run_in_threadpool(_page, door, to_us(self.clock.now()))
         _access(request, 200, code)
         return HTMLResponse(html)
 
@@ -261,6 +262,15 @@ class Handlers:
             if problem is not None:
                 return problem if len(self.doors) == 1 else f"{office}: {problem}"
         return None
+
+
+async def _read(work: Callable[..., R], *args: Any) -> R:
+    """``work(*args)`` in the thread pool; a database out of reach is a 503."""
+    try:
+        return await run_in_threadpool(work, *args)
+    except (StoreError, sqlite3.Error) as exc:
+        log.error(mask_text(f"database unreachable: {exc}"))
+        raise HttpProblem(503, f"{UNREACHABLE}; try again later", RETRY) from None
 
 
 def _page(door: Door, now_us: int) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from bsc_rules.store.postgres import PostgresStore
 
 log = logging.getLogger("bsc_rules.http")
+T = TypeVar("T")
 ORIGIN = "http"
 CODES = {"accepted": 201, "duplicate": 200, "conflict": 409, "rejected": 400, "forbidden": 403}
 
@@ -82,6 +83,7 @@ class Door:
         lock: AbstractContextManager[Any] | None = None,
         queue_size: int = 64,
         scheduler_running: Callable[[], bool] = lambda: True,
+        reopen: Callable[[], Scorecard] | None = None,
     ) -> None:
         store = card.store
         if not isinstance(store, SQLiteStore) and type(store).__name__ != "PostgresStore":
@@ -92,6 +94,7 @@ class Door:
         self.office = card.rules.code
         self.lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
         self.scheduler_running = scheduler_running
+        self._reopen = reopen
         self.counts: Counter[str] = Counter()
         self.writes = Counter[str]()  # requests and transactions of the writer
         self._jobs: queue.Queue[Job | None] = queue.Queue(queue_size)
@@ -128,7 +131,7 @@ class Door:
         live = [(judged, f) for judged, f in group if f.set_running_or_notify_cancel()]
         self.writes.update(requests=len(live), transactions=1)
         try:
-            results = self.store_judged([judged for judged, _ in live])
+            results = self._again_if_lost(lambda: self.store_judged([j for j, _ in live]))
         except BaseException as exc:
             for _, future in live:
                 future.set_exception(exc)
@@ -156,6 +159,41 @@ class Door:
         self._thread.join()
         w = self.writes
         log.info(f"- writer: {w['requests']} requests in {w['transactions']} transactions")
+
+    # ------------------------------------------------------------ a lost connection
+
+    def lost(self) -> bool:
+        """Whether the store's PostgreSQL connection is closed (the server went away)."""
+        store = self.store
+        return not isinstance(store, SQLiteStore) and bool(store.connection.closed)
+
+    def heal(self) -> None:
+        """Where the door can reopen its scorecard (``reopen``) and the connection was
+        lost: the scorecard opened again on a new connection, its state rebuilt from the
+        log (the caller holds the lock). A :class:`StoreError` while the server is away."""
+        if self._reopen is None or not self.lost():
+            return
+        card = self._reopen()
+        old, self.card = self.store, card
+        self.store = cast("SQLiteStore | PostgresStore", card.store)
+        try:
+            old.close()
+        except Exception as exc:  # already broken: nothing of it is needed
+            log.debug(f"{self.office} closing the lost connection: {exc}")
+        log.info(f"{self.office} database connection opened again")
+
+    def _again_if_lost(self, work: Callable[[], T]) -> T:
+        """``work()`` on a healed connection; once more on a new one if the connection
+        was lost meanwhile (the server restarted since the last request: the failed
+        transaction was rolled back, and storing is idempotent)."""
+        self.heal()
+        try:
+            return work()
+        except StoreError:
+            if self._reopen is None or not self.lost():
+                raise
+        self.heal()
+        return work()
 
     # ------------------------------------------------------------ ingest
 
@@ -241,7 +279,7 @@ class Door:
     def reading(self) -> Iterator[Scorecard]:
         """The scorecard, current with what other processes wrote, under the lock."""
         with self.lock:
-            self.card.refresh()
+            self._again_if_lost(lambda: self.card.refresh())
             yield self.card
 
     def report(self, as_of_us: int, year: int | None = None) -> Report:
@@ -252,6 +290,7 @@ class Door:
         """None when ready, else why not (database, schema, scheduler)."""
         try:
             with self.lock:
+                self.heal()
                 db = self.store.db
                 found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except (sqlite3.Error, StoreError) as exc:

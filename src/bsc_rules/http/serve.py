@@ -204,12 +204,16 @@ def serve_offices(
 
 
 def _door(settings: Settings, db: str, code: str, fleet: Any, config: HttpConfig) -> Door:
-    """The door of office ``code`` over its own store and scorecard."""
-    store = open_store(db, code)
-    try:
-        card = Scorecard(fleet.deployment.offices[code], store=store, matcher=settings.matcher)
-    except BaseException:
-        store.close()
-        raise
+    """The door of office ``code`` over its own store and scorecard (opened again after
+    a lost connection)."""
+
+    def card() -> Scorecard:  # also when the connection was lost (PostgreSQL restarted)
+        store = open_store(db, code)
+        try:
+            return Scorecard(fleet.deployment.offices[code], store=store, matcher=settings.matcher)
+        except BaseException:
+            store.close()
+            raise
+
     running = lambda: fleet.scheduler is not None and bool(fleet.scheduler.running)  # noqa: E731
-    return Door(card, None, config.http.queue, running)
+    return Door(card(), None, config.http.queue, running, reopen=card)
