@@ -182,3 +182,66 @@ def test_a_narrow_screen_does_not_overflow_sideways(browser: Browser, site: Site
     page.screenshot(path=str(site.tmp / "status-narrow.png"), full_page=True)
     scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert scroll <= inner, f"the page is {scroll} px wide on a {inner} px screen"
+
+
+READER = "browser-city-reader"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "taipei"
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Iterator[Site]:
+    """Two offices of the Taipei example (Datong, Zhongshan) behind one app, each on its
+    own SQLite file with its first four months, and a read token for the city."""
+    from bsc_rules.rules.offices import load_deployment
+
+    deployment = load_deployment(EXAMPLE)
+    codes = ("datong", "zhongshan")
+    lines: dict[str, list[bytes]] = {code: [] for code in codes}
+    for ev in simulate(year=2017, seed=5, offices=codes):
+        if ev["time"] >= UNTIL:
+            break
+        lines[ev["office"]].append(orjson.dumps(ev))
+    cards = []
+    for code in codes:
+        card = Scorecard.open(tmp_path / f"{code}.db", deployment.offices[code], matcher="python")
+        card.ingest_lines(lines[code])
+        cards.append(card)
+    doors = [Door(card) for card in cards]
+    tokens = TokenBook({code: (f"token-{code}",) for code in codes}, READER)
+    server, thread, url = start_server(create_app(doors, tokens, FakeClock(NOW)))
+    yield Site(url, tmp_path)
+    server.should_exit = True
+    thread.join(30)
+    for door, card in zip(doors, cards, strict=True):
+        door.close()
+        card.close()
+
+
+def test_the_city_reader_goes_from_the_offices_list_to_an_office_s_page(
+    browser: Browser, city: Site
+) -> None:
+    """With the read token, /status lists the offices; a click on one opens its page."""
+    context = browser.new_context(
+        http_credentials={"username": "city", "password": READER},
+        java_script_enabled=False,
+        viewport={"width": 1280, "height": 900},
+        locale="zh-TW",
+    )
+    page = context.new_page()
+    answer = page.goto(f"{city.url}/status")
+    assert answer is not None
+    assert answer.status == 200
+    page.screenshot(path=str(city.tmp / "offices.png"), full_page=True)
+    if os.environ.get("BSC_RULES_SCREENSHOT_CITY"):  # a copy to look at by hand
+        page.screenshot(path=os.environ["BSC_RULES_SCREENSHOT_CITY"], full_page=True)
+    assert page.locator("h1").inner_text().startswith("各戶政事務所")
+    headers = page.locator("th").all_inner_texts()
+    assert headers[0] == "戶政事務所"
+    assert headers[-1] == "即將到期或已逾期案件"
+    links = page.locator("td a").all_inner_texts()
+    assert sorted(links) == ["臺北市中山區戶政事務所", "臺北市大同區戶政事務所"]
+    page.get_by_role("link", name="臺北市中山區戶政事務所").click()
+    assert page.url == f"{city.url}/offices/zhongshan/status"
+    assert page.locator("h1").inner_text().startswith("臺北市中山區戶政事務所")
+    assert page.locator(".tile").count() == 10
+    context.close()
