@@ -2,7 +2,8 @@
 
 ``ack FILE DB``
     Ingest FILE one event at a time with ``Scorecard.ingest`` (one durable commit per
-    event) and, once each call has returned, print ``ack<TAB>status<TAB>source<TAB>id``
+    event) into DB (a SQLite file, or a ``postgresql://`` URL: the default rules' office)
+    and, once each call has returned, print ``ack<TAB>status<TAB>source<TAB>id``
     and flush: a line on standard output is an acknowledgement. With ``--until-seconds S``
     it stops after S seconds (the load producers).
 
@@ -46,30 +47,35 @@ from typing import Any
 
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 
-# name → (module, class, method): the kill happens after the call returned.
-HOOKS: dict[str, tuple[str, str, str]] = {
-    "ingest-commit": ("bsc_rules.store.sqlite", "SQLiteStore", "append_batch"),
-    "enqueue": ("bsc_rules.notify.outbox", "Outbox", "enqueue"),
-    "morning-commit": ("bsc_rules.alerts.pipeline", "Pipeline", "morning"),
-    "digest-build": ("bsc_rules.notify.digest", "DigestBuilder", "build"),
-    "maildir-send": ("bsc_rules.notify.mailer", "MaildirMailer", "send"),
-    "smtp-send": ("bsc_rules.notify.mailer", "SmtpMailer", "send"),
-    "mark-sent": ("bsc_rules.notify.outbox", "Outbox", "mark_sent"),
+# name → (module, class, method) of each backend: the kill happens after the call returned.
+HOOKS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "ingest-commit": (
+        ("bsc_rules.store.sqlite", "SQLiteStore", "append_batch"),
+        ("bsc_rules.store.postgres", "PostgresStore", "append_batch"),
+    ),
+    "enqueue": (("bsc_rules.notify.outbox", "Outbox", "enqueue"),),
+    "morning-commit": (("bsc_rules.alerts.pipeline", "Pipeline", "morning"),),
+    "digest-build": (("bsc_rules.notify.digest", "DigestBuilder", "build"),),
+    "maildir-send": (("bsc_rules.notify.mailer", "MaildirMailer", "send"),),
+    "smtp-send": (("bsc_rules.notify.mailer", "SmtpMailer", "send"),),
+    "mark-sent": (("bsc_rules.notify.outbox", "Outbox", "mark_sent"),),
 }
 
 
 def _install(name: str, after: Callable[[], None]) -> None:
-    module, cls_name, method = HOOKS[name]
-    cls = getattr(importlib.import_module(module), cls_name)
-    original = getattr(cls, method)
+    for module, cls_name, method in HOOKS[name]:
+        cls = getattr(importlib.import_module(module), cls_name)
+        setattr(cls, method, _after(getattr(cls, method), after))
 
+
+def _after(original: Callable[..., Any], after: Callable[[], None]) -> Callable[..., Any]:
     @functools.wraps(original)
     def hooked(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
         after()
         return result
 
-    setattr(cls, method, hooked)
+    return hooked
 
 
 def _die() -> None:
@@ -102,13 +108,20 @@ def cli(kill: str | None, count: Path | None, argv: list[str]) -> int:
     return code
 
 
-def ack(path: Path, db: Path, seconds: float | None) -> int:
+def ack(path: Path, db: str, seconds: float | None) -> int:
     """Ingest one event at a time; print an acknowledgement after each stored event."""
+    from bsc_rules.rules.ruleset import load_ruleset
     from bsc_rules.scorecard import Scorecard
+    from bsc_rules.store.dbform import form_of, open_store
 
     deadline = None if seconds is None else time.monotonic() + seconds
     out = sys.stdout
-    with Scorecard.open(db, matcher="python") as card, path.open("rb") as lines:
+    if form_of(db) == "postgres":
+        rules = load_ruleset()
+        card = Scorecard(rules, store=open_store(db, rules.code), matcher="python")
+    else:
+        card = Scorecard.open(db, matcher="python")
+    with card, path.open("rb") as lines:
         for number, raw in enumerate(lines, 1):
             if deadline is not None and time.monotonic() > deadline:
                 break
@@ -178,7 +191,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("ack")
     a.add_argument("file", type=Path)
-    a.add_argument("db", type=Path)
+    a.add_argument("db")
     a.add_argument("--until-seconds", type=float)
     ao = sub.add_parser("ack-offices")
     ao.add_argument("file", type=Path)

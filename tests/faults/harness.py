@@ -160,30 +160,55 @@ def clear_error(proc: subprocess.CompletedProcess[str], *names: str) -> str:
 # ------------------------------------------------------------------ database and mail
 
 
+def is_url(db: Path | str) -> bool:
+    """Whether ``db`` is a ``postgresql://`` URL (else a SQLite file)."""
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
 def _connect(db: Path) -> sqlite3.Connection:
     """A connection that never creates the file (mode=rw) and waits for writers."""
     return sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=60)
 
 
-def db_keys(db: Path) -> list[tuple[str, str]]:
-    """``(source, id)`` of every event in the log, in arrival order."""
-    if not db.exists():
-        return []
-    with contextlib.closing(_connect(db)) as conn:
+def _pg_rows(url: str, sql: str) -> list[tuple[Any, ...]] | None:
+    """Rows of one query on a PostgreSQL database; None while its table does not exist."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         try:
-            rows = conn.execute("SELECT source, id FROM events ORDER BY seq").fetchall()
-        except sqlite3.OperationalError:  # no table yet
-            return []
+            return [tuple(r) for r in conn.execute(sql.encode())]
+        except psycopg.errors.UndefinedTable:  # not migrated yet
+            return None
+
+
+def db_keys(db: Path | str) -> list[tuple[str, str]]:
+    """``(source, id)`` of every event in the log, in arrival order: a SQLite file, or
+    the events of every office of a PostgreSQL database (``seq`` is one sequence)."""
+    sql = "SELECT source, id FROM events ORDER BY seq"
+    if is_url(db):
+        rows = _pg_rows(str(db), sql) or []
+    elif not Path(db).exists():
+        return []
+    else:
+        with contextlib.closing(_connect(Path(db))) as conn:
+            try:
+                rows = conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:  # no table yet
+                return []
     return [(str(s), str(i)) for s, i in rows]
 
 
-def count_rows(db: Path, table: str = "events") -> int:
+def count_rows(db: Path | str, table: str = "events") -> int:
     """Rows in ``table`` (0 while the file or table does not exist yet)."""
-    if not db.exists():
+    sql = f"SELECT count(*) FROM {table}"
+    if is_url(db):
+        rows = _pg_rows(str(db), sql)
+        return int(rows[0][0]) if rows else 0
+    if not Path(db).exists():
         return 0
     try:
-        with contextlib.closing(_connect(db)) as conn:
-            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        with contextlib.closing(_connect(Path(db))) as conn:
+            return int(conn.execute(sql).fetchone()[0])
     except sqlite3.Error:
         return 0
 
@@ -194,12 +219,20 @@ def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql)]
 
 
-BATCH = 1000  # Scorecard.ingest_lines' commit group (what `bsc-rules ingest` uses)
+BATCH = 1000  # Scorecard.ingest_lines' commit group (what `bsc-rules ingest FILE.db` uses)
+# What `bsc-rules ingest --db postgresql://…` (or a directory) commits together: the next
+# 5,000 lines routed to one office (cli/_offices.py), counted before validation, so a
+# line rejected there (bad JSON, an unknown type) takes a place in the batch too.
+ROUTED_BATCH = 5000
 
 
-def key_order(path: Path) -> tuple[list[tuple[str, str]], set[int]]:
+def key_order(
+    path: Path, batch: int = BATCH, *, routed: bool = False
+) -> tuple[list[tuple[str, str]], set[int]]:
     """The log an uninterrupted ingest of ``path`` writes (keys in order) and the lengths
-    it can have after a crash or a failed write (distinct keys after each whole batch)."""
+    it can have after a crash or a failed write (distinct keys after each whole batch):
+    a batch is ``batch`` valid events, or with ``routed`` ``batch`` non-blank lines (the
+    ingest into a ``postgresql://`` URL or a directory, of a one-office file)."""
     from bsc_rules.events import Event
     from bsc_rules.scorecard import Scorecard
 
@@ -208,21 +241,23 @@ def key_order(path: Path) -> tuple[list[tuple[str, str]], set[int]]:
     boundaries, pending = {0}, 0
     with Scorecard(matcher="python") as card, path.open("rb") as lines:
         for number, raw in enumerate(lines, 1):
+            if routed and not raw.isspace():
+                pending += 1
             parsed = card.validate(raw, number)
-            if not isinstance(parsed, Event):
-                continue
-            pending += 1
-            if parsed.key not in seen:
-                seen.add(parsed.key)
-                order.append(parsed.key)
-            if pending == BATCH:
+            if isinstance(parsed, Event):
+                if not routed:
+                    pending += 1
+                if parsed.key not in seen:
+                    seen.add(parsed.key)
+                    order.append(parsed.key)
+            if pending == batch:
                 boundaries.add(len(order))
                 pending = 0
     boundaries.add(len(order))
     return order, boundaries
 
 
-def status_json(db: Path, cwd: Path, as_of: str = AS_OF) -> dict[str, Any]:
+def status_json(db: Path | str, cwd: Path, as_of: str = AS_OF) -> dict[str, Any]:
     """``bsc-rules status --format json`` of a database."""
     out = ok(run_cli(["status", "--db", str(db), "--as-of", as_of, "--format", "json"], cwd))
     data: dict[str, Any] = json.loads(out)

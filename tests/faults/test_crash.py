@@ -8,7 +8,9 @@
   notification an uninterrupted replay delivers, nothing else, and a message delivered
   twice is a resend of the same bytes under the same Message-ID.
 
-Kill points are drawn from seeded ``Random``s; the trial number is the seed.
+Each runs on both backends: a SQLite file, and a fresh PostgreSQL database per trial
+(``--db postgresql://…``, the default rules' one office). Kill points are drawn from
+seeded ``Random``s; the trial number (and the backend) is the seed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bsc_rules.dev.simulate import simulate
 from tests.faults.harness import (
     CLI,
     DRIVER,
+    ROUTED_BATCH,
     count_rows,
     db_keys,
     key_order,
@@ -55,7 +58,29 @@ from tests.smtp_server import SmtpServer
 INGEST_TRIALS = scale(2, 100)
 ACK_TRIALS = scale(2, 100)
 REPLAY_TRIALS = scale(2, 100)
+PG_TRIALS = scale(2, 30)  # per suite on PostgreSQL: a trial there takes 4 to 12 s
 UNTIL = "2017-02-02T08:30:00+08:00"  # past the January digest (2 February 08:00, after 春節)
+
+
+def trials(sqlite: int, postgres: int = PG_TRIALS) -> list[object]:
+    """``(backend, trial)`` parameters: ``sqlite`` trials on a SQLite file, then
+    ``postgres`` on PostgreSQL (ids ``sqlite-0``, …, ``postgres-0``, …)."""
+    plan = (("sqlite", sqlite), ("postgres", postgres))
+    return [pytest.param(b, t, id=f"{b}-{t}") for b, n in plan for t in range(n)]
+
+
+def suite(name: str, backend: str) -> str:
+    """The name a trial's counts are recorded under (SQLite's as before the backends)."""
+    return name if backend == "sqlite" else f"{name}.{backend}"
+
+
+def fresh_db(request: pytest.FixtureRequest, backend: str, path: Path) -> Path | str:
+    """The trial's database: the SQLite file ``path``, or a PostgreSQL database of the
+    test's own (the ``pg_url`` fixture, asked for only here: SQLite runs need no server)."""
+    if backend == "sqlite":
+        return path
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 def events_file(path: Path, count: int, seed: int, since: str = "") -> Path:
@@ -84,12 +109,14 @@ class IngestCase:
     status: dict[str, object]
 
 
-def _reference_ingest(folder: Path, count: int, seed: int) -> IngestCase:
-    """``count`` simulated events and an uninterrupted `bsc-rules ingest` of them."""
+def _reference_ingest(folder: Path, count: int, seed: int, routed: bool = False) -> IngestCase:
+    """``count`` simulated events and an uninterrupted `bsc-rules ingest` of them into a
+    SQLite file; the whole batches are those of a file, or with ``routed`` those of the
+    ingest into a ``postgresql://`` URL (:data:`ROUTED_BATCH` lines)."""
     path = events_file(folder / "events.jsonl", count, seed=seed)
     db = folder / "ref.db"
     ok(run_cli(["ingest", str(path), "--db", str(db)], folder))
-    order, boundaries = key_order(path)
+    order, boundaries = key_order(path, ROUTED_BATCH, routed=True) if routed else key_order(path)
     assert db_keys(db) == order
     return IngestCase(path, order, boundaries, status_json(db, folder))
 
@@ -100,13 +127,30 @@ def ingest_case(tmp_path_factory: pytest.TempPathFactory) -> IngestCase:
     return _reference_ingest(tmp_path_factory.mktemp("ingest-ref"), 5000, seed=3)
 
 
-@pytest.mark.parametrize("trial", range(INGEST_TRIALS))
+@pytest.fixture(scope="module")
+def routed_ingest_case(tmp_path_factory: pytest.TempPathFactory) -> IngestCase:
+    """12,000 simulated events (three batches of 5,000 lines into PostgreSQL, the last one
+    short) and the reference run."""
+    folder = tmp_path_factory.mktemp("ingest-pg-ref")
+    return _reference_ingest(folder, 12_000, seed=3, routed=True)
+
+
+@pytest.mark.parametrize(("backend", "trial"), trials(INGEST_TRIALS))
 def test_ingest_killed_anywhere_keeps_whole_batches_and_recovers(
-    trial: int, ingest_case: IngestCase, tmp_path: Path
+    trial: int, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """SIGKILL during `bsc-rules ingest`: whole batches in order; a rerun gives the same report."""
-    rng = Random(f"ingest-{trial}")
-    db = tmp_path / "kill.db"
+    """SIGKILL during `bsc-rules ingest`: whole batches in order; a rerun gives the same report.
+
+    A batch into a SQLite file is 1,000 valid events; into PostgreSQL it is 5,000 lines
+    (the routed ingest of cli/_offices.py commits an office's next 5,000 lines together,
+    its rejected lines among them), so there the log is a prefix of those batches, and
+    the rerun's report equals the uninterrupted run's into a SQLite file."""
+    sqlite = backend == "sqlite"
+    ingest_case: IngestCase = request.getfixturevalue(
+        "ingest_case" if sqlite else "routed_ingest_case"
+    )
+    rng = Random(f"ingest-{trial}" if sqlite else f"ingest-{backend}-{trial}")
+    db = fresh_db(request, backend, tmp_path / "kill.db")
     argv = [*CLI, "ingest", str(ingest_case.file), "--db", str(db)]
     kills = 0
     for _ in range(rng.choice((1, 1, 2))):
@@ -121,7 +165,7 @@ def test_ingest_killed_anywhere_keeps_whole_batches_and_recovers(
     ok(run_cli(["ingest", str(ingest_case.file), "--db", str(db)], tmp_path))
     assert db_keys(db) == ingest_case.order
     assert status_json(db, tmp_path) == ingest_case.status
-    record("crash.ingest", trials=1, faults=kills)
+    record(suite("crash.ingest", backend), trials=1, faults=kills)
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +181,14 @@ def _acks(lines: Iterator[bytes]) -> Iterator[tuple[str, str]]:
             yield parts[2], parts[3]
 
 
-@pytest.mark.parametrize("trial", range(ACK_TRIALS))
+@pytest.mark.parametrize(("backend", "trial"), trials(ACK_TRIALS))
 def test_acknowledged_events_survive_sigkill(
-    trial: int, ack_case: IngestCase, tmp_path: Path
+    trial: int, backend: str, ack_case: IngestCase, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Every event whose Scorecard.ingest returned is in the log after a SIGKILL."""
-    rng = Random(f"ack-{trial}")
-    db = tmp_path / "kill.db"
+    """Every event whose Scorecard.ingest returned is in the log after a SIGKILL (on
+    PostgreSQL the report after the restart equals the SQLite reference's)."""
+    rng = Random(f"ack-{trial}" if backend == "sqlite" else f"ack-{backend}-{trial}")
+    db = fresh_db(request, backend, tmp_path / "kill.db")
     argv = [sys.executable, str(DRIVER), "ack", str(ack_case.file), str(db)]
     acked: list[tuple[str, str]] = []
     kills = 0
@@ -171,7 +216,7 @@ def test_acknowledged_events_survive_sigkill(
     assert proc.returncode == 0
     assert set(db_keys(db)) == set(ack_case.order)
     assert status_json(db, tmp_path) == ack_case.status
-    record("crash.ack", trials=1, faults=kills, inputs=len(acked))
+    record(suite("crash.ack", backend), trials=1, faults=kills, inputs=len(acked))
 
 
 # ------------------------------------------------------------------ replay
@@ -188,7 +233,7 @@ class ReplayCase:
     counts: dict[str, int]
     status: dict[str, object]
 
-    def argv(self, db: Path, target: list[str]) -> list[str]:
+    def argv(self, db: Path | str, target: list[str]) -> list[str]:
         return ["replay", str(self.file), "--until", UNTIL, *target, "--db", str(db),
                 "--settings", str(self.settings)]  # fmt: skip
 
@@ -233,14 +278,22 @@ def _kill_plan(rng: Random, case: ReplayCase, smtp: bool) -> tuple[str | None, i
     return hook, rng.randint(1, max(counts, 1))
 
 
-@pytest.mark.parametrize("trial", range(REPLAY_TRIALS))
+@pytest.mark.parametrize(("backend", "trial"), trials(REPLAY_TRIALS))
 def test_replay_killed_anywhere_delivers_everything_once(
-    trial: int, replay_case: ReplayCase, tmp_path: Path
+    trial: int,
+    backend: str,
+    replay_case: ReplayCase,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """SIGKILL during `replay --db`: a rerun delivers the reference mail; resends are identical."""
-    rng = Random(f"replay-{trial}")
+    """SIGKILL during `replay --db`: a rerun delivers the reference mail; resends are identical.
+
+    On PostgreSQL the reference is the same (a replay into a SQLite file): the same
+    messages, byte for byte, and the same report; the named kill points are drawn from
+    the reference's call counts (``ingest-commit`` is the PostgreSQL store's batch)."""
+    rng = Random(f"replay-{trial}" if backend == "sqlite" else f"replay-{backend}-{trial}")
     smtp = trial % 2 == 1
-    db, box = tmp_path / "state.db", tmp_path / "mail"
+    db, box = fresh_db(request, backend, tmp_path / "state.db"), tmp_path / "mail"
     kills = 0
     with SmtpServer() as server:
         target = ["--smtp", f"{server.host}:{server.port}"] if smtp else ["--maildir", str(box)]
@@ -277,7 +330,7 @@ def test_replay_killed_anywhere_delivers_everything_once(
         assert changed == [], f"same Message-ID, other content: {changed[:3]}"
         duplicates = 0
     assert status_json(db, tmp_path) == replay_case.status
-    record("crash.replay", trials=1, faults=kills, inputs=duplicates)
+    record(suite("crash.replay", backend), trials=1, faults=kills, inputs=duplicates)
 
 
 def _difference(got: set[str], expected: set[str]) -> str:
