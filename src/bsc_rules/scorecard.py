@@ -109,14 +109,24 @@ class Scorecard:
         return changed
 
     def refresh(self) -> int:
-        """Apply events that other writers appended to the log; return how many."""
+        """Apply events that other writers appended to the log; return how many.
+
+        A restart runs this loop over the whole log: :meth:`_apply` is inlined and the
+        lookups are bound once; the last row taken is kept even if one fails."""
         count = 0
-        for seq, body in self.store.rows_after(self._log_seq):
-            self._log_seq = seq
-            if self.store.take_own(seq):  # written (and applied) by this scorecard
-                continue
-            self._apply(event_from_body(body))
-            count += 1
+        take_own, add, match = self.store.take_own, self.book.add, self.matcher.match
+        last = self._log_seq
+        try:
+            rows = self.store.rows_after(last)
+            for last, body in rows:
+                if take_own(last):  # written (and applied) by this scorecard
+                    continue
+                event = event_from_body(body)
+                self._seq += 1
+                add(event, match(event.type, event.data), self._seq)
+                count += 1
+        finally:
+            self._log_seq = last
         return count
 
     def close(self) -> None:

@@ -61,6 +61,7 @@ _REJECT = (
     "INSERT INTO rejected (office, origin, line, digest, event_id, source, field, reason, raw)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
+_ROWS_AFTER = "SELECT seq, body FROM events WHERE office = %s AND seq > %s ORDER BY seq LIMIT %s"
 _PAGE = 4096
 
 
@@ -298,18 +299,19 @@ class PostgresStore(KeepsOwnWrites):
 
     def rows_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
         """``(seq, body)`` of the events stored after ``seq``, in order (read by pages,
-        no transaction held open between them)."""
+        no transaction held open between them). The rows come in PostgreSQL's binary
+        format: ``int8`` and ``bytea`` as they are stored, not as decimal and hex text
+        (half the bytes on the wire, no hex to decode), already ``(int, bytes)``."""
         last = seq
         while True:
             with self._errors():
-                rows = self._conn.execute(
-                    "SELECT seq, body FROM events WHERE office = %s AND seq > %s"
-                    " ORDER BY seq LIMIT %s",
-                    (self.office, last, _PAGE),
+                rows: list[tuple[int, bytes]] = self._conn.execute(
+                    _ROWS_AFTER, (self.office, last, _PAGE), binary=True
                 ).fetchall()
-            for seq_, body in rows:
-                last = int(seq_)
-                yield last, bytes(body)
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield from rows
             if len(rows) < _PAGE:
                 return
 
