@@ -192,3 +192,29 @@ def test_check_warns_for_a_year_without_calendar_data() -> None:
     assert "警告：120年（2031）的行事曆資料不明" in out
     code, out = run(["check"], clock=FakeClock(datetime(2017, 3, 1, tzinfo=TAIPEI)))
     assert "警告" not in out
+
+
+def test_a_summary_stays_one_line_whatever_the_path(tmp_path: Path) -> None:
+    """A database path longer than any terminal: the summary is still one line (scripts
+    read it), never wrapped in the middle of a count."""
+    folder = tmp_path / ("d" * 60) / ("e" * 60)
+    folder.mkdir(parents=True)
+    events = folder / "one.jsonl"
+    events.write_bytes(
+        jsonl(
+            [
+                event(
+                    "registration.completed",
+                    "2017-01-03T08:00:00+08:00",
+                    "RG1060103001",
+                    {"kind": "birth"},
+                )
+            ]
+        )
+    )
+    db = folder / "office.db"
+    code, out = run(["ingest", str(events), "--db", str(db), "--matcher", "python"])
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    assert lines[0] == f"匯入完成（{db}）：新增 1 筆，重複 0 筆（已略過），退回 0 筆。"

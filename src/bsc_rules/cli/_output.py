@@ -45,8 +45,10 @@ class PipeConsole(Console):
 
 
 def out(console: Console, text: str = "") -> None:
-    """One line, masked, printed as is (no markup, no highlighting)."""
-    console.print(mask_text(text), highlight=False, markup=False)
+    """One line, masked, printed as is (no markup, no highlighting, never wrapped: a long
+    path must not cut a summary in two for the scripts reading it; a terminal wraps it
+    on screen)."""
+    console.print(mask_text(text), highlight=False, markup=False, soft_wrap=True)
 
 
 def stderr() -> Console:
