@@ -19,8 +19,9 @@ demo: $(STAMP)
 	$(BIN)/python -m bsc_rules.dev.demo
 	$(BIN)/bsc-rules status --db $(OUT)/demo.db --as-of $(AS_OF)
 
+# Two workers (the machine's two cores), a test file's tests on one of them.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
