@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from bsc_rules.http.binding import Item
 from bsc_rules.measures.report import Report
 from bsc_rules.scorecard import CONFLICT, Scorecard
 from bsc_rules.store.db import MIGRATIONS, transaction
+from bsc_rules.store.sqlconn import Db
 from bsc_rules.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -74,6 +75,12 @@ Judged = Event | Rejection | Outcome
 Job = tuple[list[Judged], "Future[list[Outcome]]"]
 
 
+def by_office(doors: Door | Iterable[Door]) -> dict[str, Door]:
+    """One door, or several (one per office), by office code."""
+    listed = [doors] if isinstance(doors, Door) else list(doors)
+    return {door.office: door for door in listed}
+
+
 class Door:
     """Ingest and read one office's scorecard on behalf of HTTP requests."""
 
@@ -86,7 +93,7 @@ class Door:
         reopen: Callable[[], Scorecard] | None = None,
     ) -> None:
         store = card.store
-        if not isinstance(store, SQLiteStore) and type(store).__name__ != "PostgresStore":
+        if not isinstance(getattr(store, "db", None), Db):  # a SQLite file or PostgreSQL
             msg = "the HTTP door needs a scorecard over a SQLite or PostgreSQL event log"
             raise UsageError(msg)
         self.card = card
@@ -162,16 +169,11 @@ class Door:
 
     # ------------------------------------------------------------ a lost connection
 
-    def lost(self) -> bool:
-        """Whether the store's PostgreSQL connection is closed (the server went away)."""
-        store = self.store
-        return not isinstance(store, SQLiteStore) and bool(store.connection.closed)
-
     def heal(self) -> None:
         """Where the door can reopen its scorecard (``reopen``) and the connection was
         lost: the scorecard opened again on a new connection, its state rebuilt from the
         log (the caller holds the lock). A :class:`StoreError` while the server is away."""
-        if self._reopen is None or not self.lost():
+        if self._reopen is None or not self.store.db.lost:
             return
         card = self._reopen()
         old, self.card = self.store, card
@@ -190,7 +192,7 @@ class Door:
         try:
             return work()
         except StoreError:
-            if self._reopen is None or not self.lost():
+            if self._reopen is None or not self.store.db.lost:
                 raise
         self.heal()
         return work()

@@ -37,7 +37,6 @@ import logging
 import os
 import queue
 import socket
-import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -282,7 +281,7 @@ class Fleet:
         mail whose sending could not be recorded is resent with the same Message-ID."""
         for office, epoch in sorted(self._epochs.items()):
             db = self._db_of(office)
-            if db is not None and not _lost(db):
+            if db is not None and not db.lost:
                 continue
             if db is not None:
                 _warn("資料庫連線中斷，重新開始服務本所", office)
@@ -440,12 +439,6 @@ def _fence(office: str, epoch: int | None) -> Any:
         assert_current(db, office, epoch)
 
     return fence
-
-
-def _lost(db: Db) -> bool:
-    """Whether ``db``'s PostgreSQL connection is closed (broken: the server went away)."""
-    conn = db.connection
-    return not isinstance(conn, sqlite3.Connection) and bool(conn.closed)
 
 
 class _ServiceOf(Service):

@@ -201,6 +201,13 @@ class Db:
             return conn.execute(query, bound)
 
     @property
+    def lost(self) -> bool:
+        """Whether the PostgreSQL connection is closed for good (the server went away: a
+        connection is never made again in place); never for SQLite."""
+        conn = self.connection
+        return not isinstance(conn, sqlite3.Connection) and bool(conn.closed)
+
+    @property
     def in_transaction(self) -> bool:
         """Whether a transaction is open on the connection."""
         conn = self.connection
