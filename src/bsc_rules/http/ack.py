@@ -26,7 +26,7 @@ from bsc_rules.alerts.table import AlertTable
 from bsc_rules.calendar import to_us
 from bsc_rules.clock import Clock
 from bsc_rules.errors import UsageError
-from bsc_rules.http.door import Door
+from bsc_rules.http.door import Door, by_office
 from bsc_rules.notify.render import f_local_time
 from bsc_rules.privacy import mask_text
 
@@ -109,8 +109,7 @@ class AckPages:
     a clock."""
 
     def __init__(self, doors: Door | Iterable[Door], secret: bytes, clock: Clock) -> None:
-        listed = [doors] if isinstance(doors, Door) else list(doors)
-        self.doors = {door.office: door for door in listed}
+        self.doors = by_office(doors)
         self.secret, self.clock = secret, clock
 
     def _check(self, token: str) -> tuple[AckClaim, Door] | HTMLResponse:
@@ -173,22 +172,23 @@ class AckPages:
         return await run_in_threadpool(self._acknowledge, *checked, name, note)
 
     def _acknowledge(self, claim: AckClaim, door: Door, name: str, note: str) -> HTMLResponse:
+        # the check and the write at once: under the door's lock, in one transaction of the
+        # office (its writers in turn: no tick of the service between them)
         with door.lock:
             door.heal()
             db = door.store.db
-        # the check and the write at once: under the door's lock, in one transaction of the
-        # office (its writers in turn: no tick of the service between them)
-        with door.lock, db.transaction():
-            standing = self._standing(claim, door)
-            if isinstance(standing, HTMLResponse):
-                return standing
-            if standing[1]:
-                return _page(200, "警示已確認", "此警示已經確認，未再變更。", alert=standing[0])
-            now = to_us(self.clock.now())
-            try:
-                done = AlertTable(db).acknowledge(claim.key, note, now, by=name)
-            except UsageError:
-                return _page(409, "警示已結束", "此警示之狀態已結束，未作任何變更。")
+            with db.transaction():
+                standing = self._standing(claim, door)
+                if isinstance(standing, HTMLResponse):
+                    return standing
+                if standing[1]:
+                    message = "此警示已經確認，未再變更。"
+                    return _page(200, "警示已確認", message, alert=standing[0])
+                now = to_us(self.clock.now())
+                try:
+                    done = AlertTable(db).acknowledge(claim.key, note, now, by=name)
+                except UsageError:
+                    return _page(409, "警示已結束", "此警示之狀態已結束，未作任何變更。")
         shown = _Shown(claim.key, STATE_NAMES.get(claim.state, claim.state), _when(claim.since),
                        done.by, _when(now), done.note)  # fmt: skip
         message = "已確認此警示：不再重複通知，並不列入逾期案件陳核。"

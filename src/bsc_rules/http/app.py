@@ -34,7 +34,7 @@ from bsc_rules.http.binding import (
     mode_of,
     read_limited,
 )
-from bsc_rules.http.door import Busy, Door, Outcome
+from bsc_rules.http.door import Busy, Door, Outcome, by_office
 from bsc_rules.http.metrics import StateCollector
 from bsc_rules.http.page import build_page, render_index, render_page
 from bsc_rules.privacy import mask_text, mask_value
@@ -77,12 +77,14 @@ class Handlers:
         origins: frozenset[str] = frozenset(),
         rate: int | None = None,
     ) -> None:
-        listed = [doors] if isinstance(doors, Door) else list(doors)
-        self.doors = {door.office: door for door in listed}
+        self.doors = by_office(doors)
         self.tokens, self.clock = tokens, clock
         self.origins, self.rate = origins, rate
 
-    def _door(self, office: str) -> Door:
+    def _office_door(self, caller: Caller, office: str) -> Door:
+        """The door of ``office``, if ``caller`` may read it (403) and it is served (404)."""
+        if not caller.may_read(office):
+            raise HttpProblem(403, f"this token reads only office {caller.office!r}")
         door = self.doors.get(office)
         if door is None:
             raise HttpProblem(404, f"office: no office {office!r} in this deployment")
@@ -182,11 +184,8 @@ class Handlers:
 
     async def report(self, request: Request) -> Response:
         try:
-            caller = self._reader(request)
             code = request.path_params["code"]
-            if not caller.may_read(code):
-                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
-            door = self._door(code)
+            door = self._office_door(self._reader(request), code)
             as_of, year = self._when(request)
             report = await _read(door.report, as_of, year)
         except HttpProblem as problem:
@@ -235,11 +234,8 @@ class Handlers:
 
     async def office_page(self, request: Request) -> Response:
         try:
-            caller = self._reader(request)
             code = request.path_params["code"]
-            if not caller.may_read(code):
-                raise HttpProblem(403, f"this token reads only office {caller.office!r}")
-            door = self._door(code)
+            door = self._office_door(self._reader(request), code)
             html = await _read(_page, door, to_us(self.clock.now()))
         except HttpProblem as problem:
             _access(request, problem.status, None)

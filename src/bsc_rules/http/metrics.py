@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bsc_rules.http.door import Door
+from bsc_rules.http.door import Door, by_office
 from bsc_rules.measures.report import Report
 from bsc_rules.store.sqlconn import Db
 
@@ -25,7 +25,7 @@ class StateCollector(Collector):
     """The scorecard, the outbox and the event log of each door's office, as metrics."""
 
     def __init__(self, doors: Door | list[Door], now_us: Callable[[], int]) -> None:
-        self.doors = [doors] if isinstance(doors, Door) else list(doors)
+        self.doors = list(by_office(doors).values())
         self.now_us = now_us
 
     def collect(self) -> Iterator[Metric]:
