@@ -23,7 +23,6 @@ from bsc_rules.measures.report import Report, build_report
 from bsc_rules.rules.offices import reload_rules
 from bsc_rules.rules.ruleset import CLOSURES_FILE, RuleSet, load_ruleset
 from bsc_rules.store.base import EventStore, MemoryStore, Verdict
-from bsc_rules.store.sqlite import SQLiteStore
 
 Status = Literal["accepted", "duplicate", "rejected"]
 CONFLICT = (
@@ -87,8 +86,18 @@ class Scorecard:
 
     @classmethod
     def open(cls, db: Path | str, rules: RuleSet | None = None, matcher: str = "auto") -> Scorecard:
-        """A scorecard over a SQLite event log, its state rebuilt by replaying the log."""
-        return cls(rules, store=SQLiteStore(db), matcher=matcher)
+        """A scorecard over the event log of the rule set's office in ``db`` (a SQLite
+        file, a directory of per-office files or a ``postgresql://`` URL; created if new),
+        its state rebuilt by replaying the log; the store is closed again if that fails."""
+        from bsc_rules.store.dbform import open_store
+
+        rules = rules if rules is not None else load_ruleset()
+        store = open_store(db, rules.code)
+        try:
+            return cls(rules, store=store, matcher=matcher)
+        except BaseException:
+            store.close()
+            raise
 
     def reread_calendar(self) -> int:
         """Re-read the office calendar from the rule folder (the office file's closures

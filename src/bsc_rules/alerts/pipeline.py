@@ -353,16 +353,12 @@ def open_pipeline(
     multi-office folder). ``office`` is required where the folder has several offices
     (or the database is not one office's file); the store is created if new, and the
     state is rebuilt from the log."""
-    from bsc_rules.store.dbform import open_store
-
     target = str(db if db is not None else settings.database)
-    rules = office_rules(settings.rules, office)
-    store = open_store(target, rules.code)
+    card = Scorecard.open(target, office_rules(settings.rules, office), settings.matcher)
     try:
-        card = Scorecard(rules, store=store, matcher=settings.matcher)
-        return Pipeline(card, settings, office_db(store))
+        return Pipeline(card, settings, office_db(card.store))
     except BaseException:
-        store.close()
+        card.close()
         raise
 
 

@@ -37,7 +37,7 @@ from bsc_rules.http.door import Door
 from bsc_rules.scheduling.service import LogFormatter, Service
 from bsc_rules.scorecard import Scorecard
 from bsc_rules.settings import Settings
-from bsc_rules.store.dbform import form_of, open_store
+from bsc_rules.store.dbform import form_of
 
 log = logging.getLogger("bsc_rules.http")
 
@@ -208,12 +208,7 @@ def _door(settings: Settings, db: str, code: str, fleet: Any, config: HttpConfig
     a lost connection)."""
 
     def card() -> Scorecard:  # also when the connection was lost (PostgreSQL restarted)
-        store = open_store(db, code)
-        try:
-            return Scorecard(fleet.deployment.offices[code], store=store, matcher=settings.matcher)
-        except BaseException:
-            store.close()
-            raise
+        return Scorecard.open(db, fleet.deployment.offices[code], settings.matcher)
 
     running = lambda: fleet.scheduler is not None and bool(fleet.scheduler.running)  # noqa: E731
     return Door(card(), None, config.http.queue, running, reopen=card)
