@@ -136,6 +136,14 @@ class RuleTestDir(pytest.Directory):
 _pg_dbs = itertools.count(1)
 
 
+def no_browser(reason: str) -> None:
+    """In CI a missing browser (Chromium, Playwright) fails the run; elsewhere its tests
+    are skipped with the reason (.ci/run installs them)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI must run the browser tests (.ci/run installs chromium)")
+    pytest.skip(reason)
+
+
 def _no_postgres(reason: str) -> None:
     """In CI a missing PostgreSQL fails the run; elsewhere its tests are skipped."""
     if os.environ.get("CI") == "true":

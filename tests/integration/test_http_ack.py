@@ -135,14 +135,15 @@ def test_a_person_acknowledges_from_the_link_in_chromium(site: Site, tmp_path: P
     """Headless Chromium (JavaScript off, as some mail clients' browsers are): open the link,
     see the alert masked and the form, fill it in and submit; the page says it is done, the
     alert is acknowledged with the name and note typed, and opening the link again says so."""
-    from tests.integration.test_http_browser import CHROMIUM, _absent
+    from tests.conftest import no_browser
+    from tests.integration.test_http_browser import CHROMIUM
 
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _absent("playwright is not installed")
+        no_browser("playwright is not installed")
     if not CHROMIUM.exists():
-        _absent(f"{CHROMIUM}: no Chromium (apt-get install chromium fonts-noto-cjk)")
+        no_browser(f"{CHROMIUM}: no Chromium (apt-get install chromium fonts-noto-cjk)")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         page = browser.new_context(java_script_enabled=False, locale="zh-TW").new_page()

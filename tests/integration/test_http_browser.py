@@ -25,7 +25,7 @@ from bsc_rules.http.door import Door
 from bsc_rules.http.page import STATUS
 from bsc_rules.privacy import mask_text
 from bsc_rules.scorecard import Scorecard
-from tests.conftest import event
+from tests.conftest import event, no_browser
 from tests.integration.test_http_door import start_server
 
 CHROMIUM = Path(os.environ.get("BSC_RULES_CHROMIUM", "/usr/bin/chromium"))
@@ -38,12 +38,6 @@ try:
     from playwright.sync_api import Browser, Page, sync_playwright
 except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None  # type: ignore[assignment]
-
-
-def _absent(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}: CI must run the browser tests (.ci/run installs chromium)")
-    pytest.skip(why)
 
 
 @dataclass
@@ -75,9 +69,9 @@ def site(tmp_path: Path, rules: Any) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if sync_playwright is None:
-        _absent("playwright is not installed")
+        no_browser("playwright is not installed")
     if not CHROMIUM.exists():
-        _absent(f"{CHROMIUM}: no Chromium (apt-get install chromium fonts-noto-cjk)")
+        no_browser(f"{CHROMIUM}: no Chromium (apt-get install chromium fonts-noto-cjk)")
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield chromium
